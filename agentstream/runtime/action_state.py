@@ -1,0 +1,151 @@
+"""Action state: what replay-skip needs to know about each action run.
+
+After an action completes, its record is stored under (key, seq, action, event id):
+memory updates, sent events (serialized) and durable call outcomes. While an action runs,
+each completed durable call is recorded at once (``completed=False``) so that a crash in
+the middle of an action does not repeat a finished call.
+
+Looking a run up yields an explicit value, :class:`ActionRun`; the operator branches on
+``replayed`` in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentstream.api.events import Event
+from agentstream.runtime.memory import MemoryUpdate
+from agentstream.serde import dumps, loads
+
+__all__ = [
+    "ActionRun",
+    "ActionState",
+    "ActionStateStore",
+    "CallRecord",
+    "InMemoryActionStateStore",
+]
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One durable call: position is its index in the action's list of calls.
+
+    ``status`` is "ok" (``result`` holds the pickled result), "error" (``error_type`` and
+    ``error_message``), or "started" (began, outcome unknown; written only for calls with a
+    reconciler).
+    """
+
+    fn_id: str
+    digest: str
+    status: str
+    result: bytes | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.fn_id,
+            self.digest,
+            self.status,
+            self.result,
+            self.error_type,
+            self.error_message,
+        ]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> CallRecord:
+        return cls(*data)
+
+
+@dataclass(frozen=True)
+class ActionState:
+    """The record of one action run."""
+
+    completed: bool
+    memory_updates: tuple[MemoryUpdate, ...] = ()
+    sent_events: tuple[bytes, ...] = ()
+    calls: tuple[CallRecord, ...] = ()
+
+    def to_bytes(self) -> bytes:
+        return dumps(
+            [
+                self.completed,
+                [list(u) for u in self.memory_updates],
+                list(self.sent_events),
+                [c.to_wire() for c in self.calls],
+            ],
+            what="action state",
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ActionState:
+        completed, updates, events, calls = loads(data)
+        return cls(
+            completed=completed,
+            memory_updates=tuple(tuple(u) for u in updates),  # type: ignore[misc]
+            sent_events=tuple(events),
+            calls=tuple(CallRecord.from_wire(c) for c in calls),
+        )
+
+
+@dataclass(frozen=True)
+class ActionRun:
+    """The outcome of one action step: run for real, or replayed from its record."""
+
+    replayed: bool
+    memory_updates: tuple[MemoryUpdate, ...] = ()
+    events: tuple[Event, ...] = field(default=())
+
+
+class ActionStateStore(Protocol):
+    """Where action state lives: in memory, or a changelogged table (service)."""
+
+    def get(self, key: Hashable, seq: int, action: str, event_id: str) -> ActionState | None:
+        """The record of (key, seq, action, event id), if any."""
+
+    def put(
+        self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState
+    ) -> None:
+        """Record (or overwrite) a run's state."""
+
+    def prune(self, key: Hashable, seq: int) -> None:
+        """Drop every record of ``key`` with a sequence number <= ``seq``."""
+
+
+class InMemoryActionStateStore:
+    """A real in-memory :class:`ActionStateStore` (records are kept serialized)."""
+
+    def __init__(self) -> None:
+        self._data: dict[Hashable, dict[int, dict[tuple[str, str], bytes]]] = {}
+
+    def get(self, key: Hashable, seq: int, action: str, event_id: str) -> ActionState | None:
+        raw = self._data.get(key, {}).get(seq, {}).get((action, event_id))
+        return None if raw is None else ActionState.from_bytes(raw)
+
+    def put(
+        self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState
+    ) -> None:
+        self._data.setdefault(key, {}).setdefault(seq, {})[(action, event_id)] = state.to_bytes()
+
+    def prune(self, key: Hashable, seq: int) -> None:
+        seqs = self._data.get(key)
+        if not seqs:
+            return
+        for old in [s for s in seqs if s <= seq]:
+            del seqs[old]
+        if not seqs:
+            del self._data[key]
+
+    def entries(self) -> list[tuple[Hashable, int, str, str]]:
+        """Every (key, seq, action, event id) recorded, for inspection in tests."""
+        return [
+            (key, seq, action, event_id)
+            for key, seqs in self._data.items()
+            for seq, runs in seqs.items()
+            for action, event_id in runs
+        ]
+
+    def __len__(self) -> int:
+        return sum(len(runs) for seqs in self._data.values() for runs in seqs.values())

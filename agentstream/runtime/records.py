@@ -1,0 +1,114 @@
+"""Inputs and per-key bookkeeping, and the keyed-state interface the operator writes to.
+
+Every transition of a key (input accepted, input started, input finished) is written as
+ONE :class:`KeyRecord` value, so a crash never leaves a key half-updated and a
+changelogged backend sends one record per transition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from agentstream.serde import dumps, loads
+
+__all__ = ["InputRecord", "KeyRecord", "KeyStateBackend"]
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """One input: its key, decoded value, stable id and source timestamp (ms).
+
+    ``partition`` and ``offset`` say where it came from (None in-process); the event-time
+    progress is tracked per partition.
+    """
+
+    key: Any
+    value: Any
+    id: str | None = None
+    timestamp: int | None = None
+    partition: int = 0
+    offset: int | None = None
+
+    def to_wire(self) -> list[Any]:
+        return [self.key, self.value, self.id, self.timestamp, self.partition, self.offset]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> InputRecord:
+        return cls(*data)
+
+
+@dataclass
+class KeyRecord:
+    """The bookkeeping of one key.
+
+    Attributes:
+        seq: sequence number of the current (or last) input of the key.
+        current: the input being processed, None when the key is idle.
+        pending: inputs waiting for the current one to finish, in arrival order.
+        memory: the key's short-term memory as of the start of ``current``.
+        last_offset: the highest source offset accepted for this key (dedupes redelivery).
+    """
+
+    seq: int = 0
+    current: InputRecord | None = None
+    pending: list[InputRecord] = field(default_factory=list)
+    memory: dict[str, Any] | None = None
+    last_offset: int = -1
+
+    def to_bytes(self) -> bytes:
+        return dumps(
+            [
+                self.seq,
+                self.current.to_wire() if self.current else None,
+                [p.to_wire() for p in self.pending],
+                self.memory,
+                self.last_offset,
+            ],
+            what="key record",
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> KeyRecord:
+        seq, current, pending, memory, last_offset = loads(data)
+        return cls(
+            seq=seq,
+            current=InputRecord.from_wire(current) if current else None,
+            pending=[InputRecord.from_wire(p) for p in pending],
+            memory=memory,
+            last_offset=last_offset,
+        )
+
+
+class KeyStateBackend(Protocol):
+    """Per-key bookkeeping storage."""
+
+    def get(self, key: Hashable) -> KeyRecord | None:
+        """The record of ``key``; None for a key never seen."""
+
+    def put(self, key: Hashable, record: KeyRecord) -> None:
+        """Store ``key``'s record (the backend may keep the object or serialize it)."""
+
+    def keys(self) -> Iterator[Hashable]:
+        """Every key with a record."""
+
+
+class InMemoryKeyState:
+    """A real in-memory :class:`KeyStateBackend`; records round-trip through bytes."""
+
+    def __init__(self) -> None:
+        self._data: dict[Hashable, bytes] = {}
+
+    def get(self, key: Hashable) -> KeyRecord | None:
+        raw = self._data.get(key)
+        return None if raw is None else KeyRecord.from_bytes(raw)
+
+    def put(self, key: Hashable, record: KeyRecord) -> None:
+        self._data[key] = record.to_bytes()
+
+    def keys(self) -> Iterator[Hashable]:
+        return iter(list(self._data))
+
+    def __len__(self) -> int:
+        return len(self._data)

@@ -1,0 +1,170 @@
+"""The in-process runner: agents without Kafka, for unit tests, notebooks and comparisons.
+
+    runner = LocalRunner(Greeter())
+    runner.run([("k1", "ann"), ("k2", "bob")])  # -> [("k1", "hello ann"), ("k2", ...)]
+
+Inputs are ``(key, value)`` pairs or :class:`InputRecord` with an explicit id and
+timestamp. Pairs get ids from their position across the runner's life (``input-0``,
+``input-1``...), so a new runner fed the same inputs with the same action state store
+replays: completed actions are skipped and their recorded effects re-applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterable
+from concurrent.futures import Executor
+from typing import Any, Literal
+
+from agentstream.api.agent import Agent
+from agentstream.api.events import OutputEvent
+from agentstream.errors import ActionExecutionError, ConfigurationError
+from agentstream.observability.eventlog import EventLogger
+from agentstream.observability.metrics import RuntimeMetrics
+from agentstream.runtime.action_state import ActionStateStore, InMemoryActionStateStore
+from agentstream.runtime.operator import ErrorHandler, Operator
+from agentstream.runtime.records import InMemoryKeyState, InputRecord, KeyStateBackend
+
+__all__ = ["InMemoryActionStateStore", "InMemoryKeyState", "InputRecord", "LocalRunner"]
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.outputs: list[tuple[Any, Any]] = []
+        self.events: list[OutputEvent] = []
+
+    async def emit(
+        self, key: Any, event: OutputEvent, record: InputRecord, watermark: int | None
+    ) -> None:
+        self.outputs.append((key, event.output))
+        self.events.append(event)
+
+
+class LocalRunner:
+    """Runs an agent in-process over in-memory state.
+
+    Args:
+        agent: the agent to run.
+        action_state_store: where action state is recorded (a fresh in-memory one if None);
+            pass the same store to a new runner to replay.
+        event_logger: receives one record per processed event.
+        metrics: runtime metrics (a fresh registry if None).
+        always_replay: after every action, rebuild from the recorded state and re-run the
+            action to check it is deterministic.
+        error_policy: "raise" (default: other keys finish, then the first
+            :class:`ActionExecutionError` is raised), "collect" (errors are kept in
+            :attr:`errors`), or an async callable ``(error, event, record)``.
+        max_concurrency: how many keys may be processed at once (None: unlimited).
+        key_state: per-key bookkeeping backend (in-memory if None).
+        executor: thread pool for blocking functions given to ``durable_execute_async``.
+        auto_prune: drop action state as soon as an input finishes (the default keeps it
+            until :meth:`prune`, so that re-running replays).
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        action_state_store: ActionStateStore | None = None,
+        event_logger: EventLogger | None = None,
+        *,
+        metrics: RuntimeMetrics | None = None,
+        always_replay: bool = False,
+        error_policy: Literal["raise", "collect"] | ErrorHandler = "raise",
+        max_concurrency: int | None = None,
+        key_state: KeyStateBackend | None = None,
+        executor: Executor | None = None,
+        auto_prune: bool = False,
+    ):
+        if not isinstance(agent, Agent):
+            raise ConfigurationError(f"LocalRunner takes an Agent instance, got {agent!r}")
+        self.agent = agent
+        self.action_state_store: ActionStateStore = (
+            action_state_store if action_state_store is not None else InMemoryActionStateStore()
+        )
+        self.key_state: KeyStateBackend = key_state or InMemoryKeyState()
+        self.event_logger = event_logger
+        self.metrics = metrics or RuntimeMetrics()
+        self.errors: list[ActionExecutionError] = []
+        self._policy = error_policy
+        self._always_replay = always_replay
+        self._max_concurrency = max_concurrency
+        self._executor = executor
+        self._auto_prune = auto_prune
+        self._ids = itertools.count()
+        self._operator: Operator | None = None
+        self._sink = _Collect()
+
+    @property
+    def operator(self) -> Operator:
+        """The operator (created on first run, on the running loop)."""
+        if self._operator is None:
+            on_error = self._policy if callable(self._policy) else None
+            self._operator = Operator(
+                self.agent,
+                key_state=self.key_state,
+                action_states=self.action_state_store,
+                output=self._sink,
+                event_logger=self.event_logger,
+                metrics=self.metrics,
+                on_error=on_error,
+                always_replay=self._always_replay,
+                max_concurrency=self._max_concurrency,
+                executor=self._executor,
+            )
+        return self._operator
+
+    def _record(self, item: Any) -> InputRecord:
+        if isinstance(item, InputRecord):
+            if item.id is None:
+                return InputRecord(item.key, item.value, f"input-{next(self._ids)}",
+                                   item.timestamp, item.partition, item.offset)
+            return item
+        try:
+            key, value = item
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"inputs are (key, value) pairs or InputRecord objects, got {item!r}"
+            ) from None
+        return InputRecord(key, value, f"input-{next(self._ids)}")
+
+    async def run_async(self, inputs: Iterable[Any]) -> list[tuple[Any, Any]]:
+        """Process ``inputs`` to completion; returns (key, output) pairs in emission order."""
+        operator = self.operator
+        start = len(self._sink.outputs)
+        failures = len(operator.failures)
+        for item in inputs:
+            operator.on_input(self._record(item))
+            await asyncio.sleep(0)
+        await operator.drain()
+        if self._auto_prune:
+            operator.prune()
+        new_errors = operator.failures[failures:]
+        self.errors.extend(new_errors)
+        if new_errors and self._policy == "raise":
+            raise new_errors[0]
+        return self._sink.outputs[start:]
+
+    def run(self, inputs: Iterable[Any]) -> list[tuple[Any, Any]]:
+        """Synchronous :meth:`run_async` (not from inside a running event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise RuntimeError("LocalRunner.run() inside an event loop: await run_async()")
+        return asyncio.run(self.run_async(inputs))
+
+    def prune(self) -> None:
+        """Drop the action state of every finished input (what the service does on commit)."""
+        self.operator.prune()
+
+    @property
+    def outputs(self) -> list[tuple[Any, Any]]:
+        """Every (key, output) emitted so far."""
+        return list(self._sink.outputs)
+
+    @property
+    def output_events(self) -> list[OutputEvent]:
+        """Every OutputEvent emitted so far (with ids and source timestamps)."""
+        return list(self._sink.events)
