@@ -1,0 +1,597 @@
+"""The event log: one record per event the runtime processes, readable back as events.
+
+Mirrors Flink Agents' ``EventLogger`` / ``EventLoggerFactory`` / ``EventLoggerConfig`` /
+``EventLogRecordJsonDeserializer``. The runtime builds an :class:`EventLogRecord` for every
+event it processes (inputs, events sent by actions, outputs) and hands it to an
+:class:`EventLogger`. Loggers are created by name from a registry
+(:func:`register_event_logger`, :func:`create_event_logger`); ``"file"`` (JSON lines) and
+``"null"`` are built in.
+
+Design note -- the record on disk is one JSON object per line::
+
+    {"time": "2024-05-01T12:00:00.000000Z", "key": "user-1", "seq": 3,
+     "event_type": "myapp.events.ToolCalled", "id": "9f..", "parent_id": "1c..",
+     "action": "plan", "source_timestamp": 1714564800000, "payload": {...}}
+
+``event_type`` is the registered type name (``module.QualName``), which is what lets
+:func:`read_event_log` rebuild the right :class:`~agentstream.api.events.Event` subclass
+(the role of Flink's ``EventLogRecordJsonDeserializer``). At the ``standard`` level a payload
+whose JSON is larger than ``max_payload_bytes`` is replaced by
+``{"truncated": true, "preview": "<first bytes of the JSON>"}``; such a record reads back as
+a generic :class:`Event` with ``truncated=True`` and ``event_type`` attributes.
+
+A logger must never take the runtime down: I/O and formatting failures inside
+:meth:`EventLogger.append` are counted and logged once, and the record is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any, Literal, Protocol, get_args, runtime_checkable
+
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from agentstream.api.events import Event, event_class_for
+from agentstream.errors import AgentStreamError, ConfigurationError
+from agentstream.serde import decode_event
+
+__all__ = [
+    "EventLogFormatError",
+    "EventLogLevel",
+    "EventLogRecord",
+    "EventLogger",
+    "EventLoggerConfig",
+    "EventLoggerFactory",
+    "FileEventLogger",
+    "FlushPolicy",
+    "NullEventLogger",
+    "create_event_logger",
+    "parse_event_log_record",
+    "read_event_log",
+    "register_event_logger",
+    "registered_event_logger_types",
+]
+
+logger = logging.getLogger(__name__)
+
+EventLogLevel = Literal["off", "standard", "verbose"]
+"""``off``: nothing is written; ``standard``: payloads truncated; ``verbose``: full payloads."""
+
+FlushPolicy = Literal["always", "interval", "close"]
+"""When a file logger flushes its buffer: after every record, periodically, or on close."""
+
+_LEVELS: frozenset[str] = frozenset(get_args(EventLogLevel))
+_FLUSH_POLICIES: frozenset[str] = frozenset(get_args(FlushPolicy))
+_TRUNCATED_KEYS = frozenset({"truncated", "preview"})
+_GENERIC_EVENT_TYPE = Event.type_name()
+
+
+class EventLogFormatError(AgentStreamError, ValueError):
+    """An event-log line is not a valid record.
+
+    Attributes:
+        reason: what is wrong with the line.
+        path: the file the line was read from, if known.
+        line_number: its 1-based line number, if known.
+    """
+
+    def __init__(self, reason: str, path: str | None = None, line_number: int | None = None):
+        self.reason = reason
+        self.path = path
+        self.line_number = line_number
+        where = f"{path}:{line_number}: " if path is not None else ""
+        super().__init__(
+            f"{where}invalid event-log record: {reason}. Event logs are JSON lines written "
+            "by FileEventLogger; pass skip_invalid=True to read_event_log() to skip bad lines."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason, self.path, self.line_number))
+
+
+def _to_json(value: Any) -> bytes:
+    """``value`` as compact UTF-8 JSON; unknown objects become their ``repr``.
+
+    Non-finite floats become the strings ``"NaN"``/``"Infinity"`` so every line is strict
+    JSON (and pydantic float fields still parse them back).
+    """
+    try:
+        return to_json(value, fallback=repr, inf_nan_mode="strings")
+    except Exception:
+        # e.g. bytes that are not UTF-8: retry as base64 before giving up on the value.
+        try:
+            return to_json(value, fallback=repr, inf_nan_mode="strings", bytes_mode="base64")
+        except Exception:
+            return to_json(repr(value))
+
+
+def _payload_json(attributes: dict[str, Any]) -> bytes:
+    try:
+        return to_json(attributes, fallback=repr, inf_nan_mode="strings")
+    except Exception:
+        # Attribute by attribute, so one odd value does not change how the others look.
+        return to_json({str(k): json.loads(_to_json(v)) for k, v in attributes.items()})
+
+
+def _logged_type_name(event: Event) -> str:
+    """The type name a record carries.
+
+    A generic :class:`Event` that stands for an event of an unknown class (as
+    :func:`~agentstream.serde.decode_event` returns it) is logged under that class's name.
+    """
+    if type(event) is Event:
+        original = getattr(event, "event_type", None)
+        if isinstance(original, str) and original:
+            return original
+    return type(event).type_name()
+
+
+def _logged_payload(event: Event) -> dict[str, Any]:
+    attributes = event.attributes()
+    if type(event) is Event and _logged_type_name(event) != _GENERIC_EVENT_TYPE:
+        attributes.pop("event_type", None)
+    return attributes
+
+
+def _format_time(epoch_seconds: float) -> str:
+    return datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"'time' must be an ISO-8601 string, got {value!r}")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+@dataclass(frozen=True)
+class EventLogRecord:
+    """One processed event, as the event log stores it.
+
+    Attributes:
+        time: when the event was processed, in seconds since the epoch.
+        key: the record key the event belongs to (JSON-able; usually a string).
+        seq: the key's sequence number of the input being processed.
+        event: the event itself.
+        action: the action that sent the event; None for input events.
+    """
+
+    time: float
+    key: Any
+    seq: int
+    event: Event
+    action: str | None = None
+
+    def to_json_dict(self, max_payload_bytes: int | None = None) -> dict[str, Any]:
+        """The record as a JSON-able dict (the on-disk format).
+
+        Args:
+            max_payload_bytes: if the UTF-8 JSON encoding of the payload is longer than
+                this, the payload is replaced by ``{"truncated": True, "preview": ...}``
+                holding at most this many bytes of that (compact) JSON. None keeps it whole.
+
+        Returns:
+            A dict with ``time`` (ISO-8601, UTC), ``key``, ``seq``, ``event_type``, ``id``,
+            ``parent_id``, ``action``, ``source_timestamp`` and ``payload``.
+        """
+        encoded = _payload_json(_logged_payload(self.event))
+        payload: dict[str, Any]
+        if max_payload_bytes is not None and len(encoded) > max_payload_bytes:
+            preview = encoded[: max(max_payload_bytes, 0)].decode("utf-8", errors="ignore")
+            payload = {"truncated": True, "preview": preview}
+        else:
+            payload = json.loads(encoded)
+        return {
+            "time": _format_time(self.time),
+            "key": json.loads(_to_json(self.key)),
+            "seq": self.seq,
+            "event_type": _logged_type_name(self.event),
+            "id": self.event.id,
+            "parent_id": self.event.parent_id,
+            "action": self.action,
+            "source_timestamp": self.event.source_timestamp,
+            "payload": payload,
+        }
+
+
+@runtime_checkable
+class EventLogger(Protocol):
+    """Receives every processed event's record.
+
+    :meth:`append` is called on the runtime's hot path: it must be cheap and must not
+    raise for I/O problems (count them, log a warning, drop the record).
+    """
+
+    def open(self) -> None:
+        """Acquire resources (files, producers); called once before the first append."""
+
+    def append(self, record: EventLogRecord) -> None:
+        """Log one record (if the logger's configuration accepts its event)."""
+
+    def flush(self) -> None:
+        """Make the records appended so far durable/visible."""
+
+    def close(self) -> None:
+        """Flush and release resources."""
+
+
+@dataclass(frozen=True)
+class EventLoggerConfig:
+    """Configuration of an event logger.
+
+    Attributes:
+        type: the registered logger type (``"file"``, ``"null"`` or a custom name).
+        path: the file the ``"file"`` logger appends to (parent directories are created).
+        level: ``"off"`` writes nothing; ``"standard"`` truncates payloads larger than
+            ``max_payload_bytes``; ``"verbose"`` writes full payloads.
+        max_payload_bytes: payload size limit at the ``standard`` level.
+        include_event_types: if not empty, only these event types are logged. An entry
+            matches an event's type name (``module.QualName``) or its class's short name.
+        exclude_event_types: event types never logged (same matching); wins over include.
+        flush: ``"always"`` flushes after every record; ``"interval"`` when
+            ``flush_interval_seconds`` have passed since the last flush (checked on append)
+            and on :meth:`EventLogger.flush`; ``"close"`` only on flush/close.
+        flush_interval_seconds: the interval of the ``"interval"`` policy.
+        properties: free-form settings for custom loggers.
+    """
+
+    type: str = "file"
+    path: str | os.PathLike[str] | None = None
+    level: EventLogLevel = "standard"
+    max_payload_bytes: int = 1024
+    include_event_types: frozenset[str] = frozenset()
+    exclude_event_types: frozenset[str] = frozenset()
+    flush: FlushPolicy = "interval"
+    flush_interval_seconds: float = 1.0
+    properties: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.level not in _LEVELS:
+            raise ConfigurationError(
+                f"event log level {self.level!r} is not one of {sorted(_LEVELS)}"
+            )
+        if self.flush not in _FLUSH_POLICIES:
+            raise ConfigurationError(
+                f"event log flush policy {self.flush!r} is not one of {sorted(_FLUSH_POLICIES)}"
+            )
+        if self.flush_interval_seconds < 0:
+            raise ConfigurationError(
+                f"flush_interval_seconds must be >= 0, got {self.flush_interval_seconds}"
+            )
+        if self.max_payload_bytes < 0:
+            raise ConfigurationError(
+                f"max_payload_bytes must be >= 0, got {self.max_payload_bytes}"
+            )
+        for name in ("include_event_types", "exclude_event_types"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ConfigurationError(
+                    f"{name} must be a collection of type names, not the string {value!r}"
+                )
+            object.__setattr__(self, name, frozenset(value))
+        object.__setattr__(self, "properties", MappingProxyType(dict(self.properties)))
+
+    @property
+    def payload_limit(self) -> int | None:
+        """The payload size limit the level implies (None: no limit)."""
+        return None if self.level == "verbose" else self.max_payload_bytes
+
+    def accepts(self, event: Event) -> bool:
+        """Whether records of ``event`` are written under this configuration."""
+        if self.level == "off":
+            return False
+        if not self.include_event_types and not self.exclude_event_types:
+            return True
+        type_name = _logged_type_name(event)
+        names = {type_name, type_name.rsplit(".", 1)[-1]}
+        cls = type(event)
+        if type_name == cls.type_name():
+            names.update((cls.__name__, cls.__qualname__))
+        if self.include_event_types and names.isdisjoint(self.include_event_types):
+            return False
+        return names.isdisjoint(self.exclude_event_types)
+
+
+EventLoggerFactory = Callable[[EventLoggerConfig], EventLogger]
+"""Builds an :class:`EventLogger` from its configuration."""
+
+
+_FACTORIES: dict[str, EventLoggerFactory] = {}
+_FACTORIES_LOCK = threading.Lock()
+
+
+def register_event_logger(type_name: str, factory: EventLoggerFactory) -> None:
+    """Register ``factory`` under ``type_name`` (replacing any previous registration).
+
+    Args:
+        type_name: the name an :class:`EventLoggerConfig` selects it by (``config.type``).
+        factory: called with the configuration, returns an :class:`EventLogger`.
+    """
+    if not isinstance(type_name, str) or not type_name:
+        raise ConfigurationError(f"event logger type must be a non-empty string, got {type_name!r}")
+    if not callable(factory):
+        raise ConfigurationError(f"event logger factory for {type_name!r} is not callable")
+    with _FACTORIES_LOCK:
+        _FACTORIES[type_name] = factory
+
+
+def registered_event_logger_types() -> list[str]:
+    """The registered event logger type names, sorted."""
+    with _FACTORIES_LOCK:
+        return sorted(_FACTORIES)
+
+
+def create_event_logger(config: EventLoggerConfig) -> EventLogger:
+    """Create the logger ``config.type`` names (not yet opened).
+
+    Raises:
+        ConfigurationError: no logger is registered under ``config.type``, or the factory
+            rejected the configuration.
+    """
+    with _FACTORIES_LOCK:
+        factory = _FACTORIES.get(config.type)
+        known = sorted(_FACTORIES)
+    if factory is None:
+        raise ConfigurationError(
+            f"unknown event logger type {config.type!r}; registered types: {known}. "
+            "Register custom loggers with register_event_logger()."
+        )
+    return factory(config)
+
+
+class NullEventLogger:
+    """A logger that drops every record."""
+
+    def __init__(self, config: EventLoggerConfig | None = None):
+        self.config = config or EventLoggerConfig(type="null", level="off")
+
+    def open(self) -> None:
+        """Nothing to open."""
+
+    def append(self, record: EventLogRecord) -> None:
+        """Drop the record."""
+
+    def flush(self) -> None:
+        """Nothing to flush."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class FileEventLogger:
+    """Appends one JSON line per accepted record to ``config.path``.
+
+    The file is opened in append mode (on :meth:`open`, or lazily by the first
+    :meth:`append`), so restarts extend the same log. All methods are thread-safe.
+
+    Attributes:
+        records_written: records written since creation.
+        errors: records dropped because formatting or writing failed.
+    """
+
+    def __init__(self, config: EventLoggerConfig, *, clock: Callable[[], float] = time.monotonic):
+        """Create the logger; the file is opened by :meth:`open` or the first append.
+
+        Args:
+            config: the logger's configuration; ``config.path`` is required unless the
+                level is ``"off"``.
+            clock: monotonic clock in seconds, for the ``"interval"`` flush policy.
+
+        Raises:
+            ConfigurationError: ``config.path`` is missing.
+        """
+        if config.path is None and config.level != "off":
+            raise ConfigurationError(
+                "the 'file' event logger needs EventLoggerConfig.path (the JSONL file to append to)"
+            )
+        self.config = config
+        self.path: Path | None = Path(config.path) if config.path is not None else None
+        self.records_written = 0
+        self.errors = 0
+        self._file: IO[str] | None = None
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._last_flush = clock()
+        self._warned = False
+
+    def __enter__(self) -> FileEventLogger:
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def open(self) -> None:
+        """Create the parent directories and open the file for appending.
+
+        Raises:
+            OSError: the file cannot be opened (only here; :meth:`append` never raises).
+        """
+        with self._lock:
+            self._open_locked()
+
+    def append(self, record: EventLogRecord) -> None:
+        """Write ``record`` if the configuration accepts its event; never raises."""
+        if not self.config.accepts(record.event):
+            return
+        try:
+            line = json.dumps(record.to_json_dict(self.config.payload_limit), ensure_ascii=False)
+        except Exception as exc:
+            with self._lock:
+                self._failed("format", record, exc)
+            return
+        with self._lock:
+            try:
+                file = self._open_locked()
+                if file is None:
+                    return
+                file.write(line + "\n")
+                self.records_written += 1
+                self._maybe_flush_locked(file)
+            except Exception as exc:
+                self._failed("write", record, exc)
+
+    def flush(self) -> None:
+        """Flush buffered records to the operating system; never raises."""
+        with self._lock:
+            if self._file is None:
+                return
+            try:
+                self._flush_locked(self._file)
+            except Exception as exc:
+                self._failed("flush", None, exc)
+
+    def close(self) -> None:
+        """Flush and close the file; a later :meth:`append` reopens it. Never raises."""
+        with self._lock:
+            file, self._file = self._file, None
+            if file is None:
+                return
+            try:
+                file.close()
+            except Exception as exc:
+                self._failed("close", None, exc)
+
+    def _open_locked(self) -> IO[str] | None:
+        if self._file is None and self.path is not None and self.config.level != "off":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+            self._last_flush = self._clock()
+        return self._file
+
+    def _maybe_flush_locked(self, file: IO[str]) -> None:
+        policy = self.config.flush
+        if policy == "always" or (
+            policy == "interval"
+            and self._clock() - self._last_flush >= self.config.flush_interval_seconds
+        ):
+            self._flush_locked(file)
+
+    def _flush_locked(self, file: IO[str]) -> None:
+        file.flush()
+        self._last_flush = self._clock()
+
+    def _failed(self, what: str, record: EventLogRecord | None, exc: Exception) -> None:
+        """Count a failure and warn about the first one (called with the lock held)."""
+        self.errors += 1
+        if self._warned:
+            return
+        self._warned = True
+        about = ""
+        if record is not None:
+            about = f" (key {record.key!r}, seq {record.seq}, event {record.event.id})"
+        logger.warning(
+            "event log %s failed for %s%s: %s: %s; dropping records, further failures are "
+            "only counted (FileEventLogger.errors)",
+            what,
+            self.path,
+            about,
+            type(exc).__name__,
+            exc,
+        )
+
+
+def parse_event_log_record(line: str) -> EventLogRecord:
+    """Parse one event-log line back into a record.
+
+    The event is rebuilt as the class its ``event_type`` names when that class has been
+    imported; otherwise (or when the class no longer accepts the payload) as a generic
+    :class:`Event` carrying the payload and an ``event_type`` attribute. A truncated
+    payload comes back as a generic :class:`Event` with ``truncated=True`` and ``preview``.
+
+    Raises:
+        EventLogFormatError: the line is not JSON or lacks required fields.
+    """
+    try:
+        data = json.loads(line)
+    except ValueError as exc:
+        raise EventLogFormatError(f"not JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise EventLogFormatError(f"expected a JSON object, got {type(data).__name__}")
+    try:
+        event_type = data["event_type"]
+        seq = data["seq"]
+        when = _parse_time(data["time"])
+    except KeyError as exc:
+        raise EventLogFormatError(f"missing field {exc.args[0]!r}") from exc
+    except ValueError as exc:
+        raise EventLogFormatError(f"bad 'time' ({exc})") from exc
+    if not isinstance(event_type, str) or not event_type:
+        raise EventLogFormatError(f"'event_type' must be a non-empty string, got {event_type!r}")
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        raise EventLogFormatError(f"'seq' must be an integer, got {seq!r}")
+    payload = data.get("payload") or {}
+    if not isinstance(payload, dict):
+        raise EventLogFormatError(f"'payload' must be an object, got {type(payload).__name__}")
+    action = data.get("action")
+    if action is not None and not isinstance(action, str):
+        raise EventLogFormatError(f"'action' must be a string or null, got {action!r}")
+    ident = {
+        "id": data.get("id"),
+        "parent_id": data.get("parent_id"),
+        "source_timestamp": data.get("source_timestamp"),
+    }
+    event = _rebuild_event(event_type, ident, payload)
+    return EventLogRecord(time=when, key=data.get("key"), seq=seq, event=event, action=action)
+
+
+def _rebuild_event(event_type: str, ident: dict[str, Any], payload: dict[str, Any]) -> Event:
+    truncated = set(payload) == _TRUNCATED_KEYS and payload.get("truncated") is True
+    if not truncated and event_class_for(event_type) is not None:
+        try:
+            return decode_event({"type": event_type, **ident, "attributes": payload})
+        except ValidationError:
+            pass  # the class changed since the record was written: keep the data, generic
+    fields = {k: v for k, v in payload.items() if k not in ident}
+    try:
+        return Event.model_validate({**fields, **ident, "event_type": event_type})
+    except ValidationError as exc:
+        raise EventLogFormatError(f"bad identity fields ({exc})") from exc
+
+
+def read_event_log(
+    path: str | os.PathLike[str], *, skip_invalid: bool = False
+) -> Iterator[EventLogRecord]:
+    """Read the records of a JSONL event log written by :class:`FileEventLogger`.
+
+    Args:
+        path: the log file.
+        skip_invalid: skip lines that do not parse (e.g. a last line cut short by a crash)
+            instead of raising.
+
+    Yields:
+        The records, in file order.
+
+    Raises:
+        EventLogFormatError: a line does not parse (unless ``skip_invalid``); carries the
+            path and line number.
+    """
+    name = os.fspath(path)
+    with open(name, encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield parse_event_log_record(line)
+            except EventLogFormatError as exc:
+                if skip_invalid:
+                    continue
+                raise EventLogFormatError(exc.reason, name, number) from exc
+
+
+register_event_logger("file", FileEventLogger)
+register_event_logger("null", NullEventLogger)
