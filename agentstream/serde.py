@@ -68,7 +68,7 @@ def decode_event(record: dict[str, Any]) -> Event:
         "source_timestamp": record.get("source_timestamp"),
     }
     if cls is None:
-        return Event(**ident, event_type=record["type"], **fields)
+        return Event.model_validate({**fields, **ident, "event_type": record["type"]})
     return cls.model_validate({**fields, **ident})
 
 
