@@ -77,6 +77,7 @@ class RunnerContextImpl(RunnerContext):
         executor: Executor | None = None,
         verify: bool = False,
         on_replayed_call: Callable[[], None] | None = None,
+        barrier: Callable[[], Awaitable[None]] | None = None,
     ):
         self._agent = agent
         self._action = action
@@ -92,6 +93,7 @@ class RunnerContextImpl(RunnerContext):
         self._executor = executor
         self._verify = verify
         self._on_replayed_call = on_replayed_call
+        self._barrier = barrier
         self._check_thread = thread_guard("RunnerContext")
         self._closed = False
         self.updates: list[MemoryUpdate] = []
@@ -278,6 +280,12 @@ class RunnerContextImpl(RunnerContext):
                     result = await result
         except Exception as exc:
             self._finish(fid, digest, reconciler is not None, exc=exc)
+            if self._barrier is not None:
+                await self._barrier()
             raise
         self._finish(fid, digest, reconciler is not None, result=result)
-        return result  # type: ignore[no-any-return]
+        if self._barrier is not None:
+            # The outcome is durable before the action goes on: a crash from here on
+            # never repeats this call.
+            await self._barrier()
+        return result

@@ -113,6 +113,7 @@ class Operator:
         always_replay: bool = False,
         max_concurrency: int | None = None,
         executor: Executor | None = None,
+        barrier: Callable[[], Awaitable[None]] | None = None,
     ):
         self.agent = agent
         self.key_state = key_state
@@ -128,6 +129,7 @@ class Operator:
         self._max_concurrency = max_concurrency
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._executor = executor
+        self._barrier = barrier
         self._runners: dict[Hashable, asyncio.Task[None]] = {}
         self._runs: dict[Hashable, _KeyRun] = {}
         self._finished: list[tuple[Hashable, int]] = []
@@ -346,6 +348,7 @@ class Operator:
             or self.metrics.action_group(self.agent.name, name),
             prior=prior, persist_calls=persist_calls, executor=self._executor,
             verify=verify, on_replayed_call=None if verify else on_replayed_call,
+            barrier=None if verify else self._barrier,
         )
 
     async def _run_task(self, run: _KeyRun, action: Action, event: Event) -> None:
@@ -386,6 +389,9 @@ class Operator:
                 calls=tuple(ctx.calls),
             )
             self.action_states.put(run.key, run.seq, action.name, event.id, state)
+            if self._barrier is not None:
+                # Durable before its events move on: a completed action never runs again.
+                await self._barrier()
             self.metrics.actions_executed.labels(action=action.name).inc()
             outcome = ActionRun(False, state.memory_updates, tuple(ctx.events))
             if self._always_replay:
