@@ -1,0 +1,92 @@
+"""``AgentApp``: an agent bound to its topics and settings; what ``agentstream worker`` runs.
+
+    app = AgentApp("greeter", agent=Greeter(), input_topic="greeter-in",
+                   output_topic="greeter-out")
+
+Topics (all created with ``partitions`` partitions, except an existing output topic):
+``input_topic``, ``output_topic``, ``<name>-events`` (internal, co-partitioned with the
+input), ``<name>-state-changelog`` (the changelog of every table, co-partitioned) and the
+dead-letter topic (``<name>-dead-letters`` unless set).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from agentstream.api.agent import Agent
+from agentstream.errors import ConfigurationError
+from agentstream.observability.eventlog import EventLoggerConfig
+from agentstream.service.settings import Settings
+
+__all__ = ["AgentApp"]
+
+_NAME = re.compile(r"^[A-Za-z0-9._-]+$")
+
+
+class AgentApp:
+    """An agent as a Kafka service.
+
+    Args:
+        name: the app id: consumer group and prefix of internal topics.
+        agent: the agent to run.
+        input_topic: keyed input topic.
+        output_topic: where outputs go.
+        event_log: optional event-log configuration.
+        **settings: any :class:`Settings` field (they override ``AGENTSTREAM_*`` variables).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        agent: Agent,
+        input_topic: str,
+        output_topic: str,
+        event_log: EventLoggerConfig | None = None,
+        **settings: Any,
+    ):
+        for label, value in (("name", name), ("input_topic", input_topic),
+                             ("output_topic", output_topic)):
+            if not _NAME.match(value):
+                raise ConfigurationError(f"AgentApp {label} {value!r}: use letters, digits, ._-")
+        if not isinstance(agent, Agent):
+            raise ConfigurationError(f"AgentApp agent must be an Agent instance, got {agent!r}")
+        self.name = name
+        self.agent = agent
+        self.input_topic = input_topic
+        self.output_topic = output_topic
+        self.event_log = event_log
+        self._settings = dict(settings)
+        self.settings = Settings.load(self._settings)
+
+    def configure(self, **overrides: Any) -> Settings:
+        """Settings with ``overrides`` (CLI flags) applied on top; also kept on the app."""
+        self.settings = Settings.load({**self._settings, **overrides})
+        return self.settings
+
+    @property
+    def internal_topic(self) -> str:
+        return f"{self.name}-events"
+
+    @property
+    def changelog_topic(self) -> str:
+        return f"{self.name}-state-changelog"
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.settings.dead_letter_topic or f"{self.name}-dead-letters"
+
+    def topics(self) -> dict[str, int]:
+        """Every topic the app uses, with its partition count."""
+        n = self.settings.partitions
+        return {
+            self.input_topic: n,
+            self.internal_topic: n,
+            self.changelog_topic: n,
+            self.output_topic: n,
+            self.dead_letter_topic: 1,
+        }
+
+    def __repr__(self) -> str:
+        return f"<AgentApp {self.name} {self.input_topic} -> {self.output_topic}>"

@@ -1,0 +1,86 @@
+"""Codecs of the user-facing topics: JSON (default, any producer can write it), msgpack, raw."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+import msgpack
+from pydantic_core import to_jsonable_python
+
+from agentstream.errors import ConfigurationError, SerializationError
+
+__all__ = ["Codec", "codec_for", "decode_key", "encode_key"]
+
+
+class Codec(Protocol):
+    name: str
+
+    def encode(self, value: Any) -> bytes: ...
+
+    def decode(self, data: bytes) -> Any: ...
+
+
+class JsonCodec:
+    name = "json"
+
+    def encode(self, value: Any) -> bytes:
+        try:
+            return json.dumps(value, default=to_jsonable_python, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise SerializationError(f"output is not JSON-serializable: {exc}") from exc
+
+    def decode(self, data: bytes) -> Any:
+        return json.loads(data)
+
+
+class MsgpackCodec:
+    name = "msgpack"
+
+    def encode(self, value: Any) -> bytes:
+        from agentstream.serde import dumps
+
+        return dumps(value, what="output")
+
+    def decode(self, data: bytes) -> Any:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+class RawCodec:
+    name = "raw"
+
+    def encode(self, value: Any) -> bytes:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, str):
+            return value.encode()
+        raise SerializationError(f"raw codec needs bytes or str, got {type(value).__name__}")
+
+    def decode(self, data: bytes) -> Any:
+        return data
+
+
+_CODECS: dict[str, Codec] = {c.name: c for c in (JsonCodec(), MsgpackCodec(), RawCodec())}
+
+
+def codec_for(name: str) -> Codec:
+    try:
+        return _CODECS[name]
+    except KeyError:
+        raise ConfigurationError(f"unknown codec {name!r}; known: {sorted(_CODECS)}") from None
+
+
+def decode_key(data: bytes | None) -> Any:
+    """Kafka key bytes as the key agents see: text when it is UTF-8, else bytes."""
+    if data is None:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data
+
+
+def encode_key(key: Any) -> bytes | None:
+    if key is None or isinstance(key, bytes):
+        return key
+    return str(key).encode()

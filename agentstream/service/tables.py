@@ -1,0 +1,114 @@
+"""The operator's state on a :class:`ChangelogStore`: key records and action state.
+
+Layout in each partition's store (keys are msgpack-encoded record keys)::
+
+    b"k" + key                 -> KeyRecord           (one write per key transition)
+    b"a" + key + b"\\0" + seq   -> {action\\0event_id: ActionState bytes} of one input
+
+Action state of one input lives in one value, so pruning an input is one tombstone and a
+lookup is one read. The partition of a key is the partition its records come from.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Hashable, Iterator
+
+from agentstream.runtime.action_state import ActionState
+from agentstream.runtime.records import KeyRecord
+from agentstream.serde import dumps, loads
+from agentstream.state.changelog import ChangelogStore
+
+__all__ = ["ChangelogActionStateStore", "ChangelogKeyState", "KeyPartitions"]
+
+_KEY = b"k"
+_ACTION = b"a"
+
+
+def _key_bytes(key: Hashable) -> bytes:
+    return dumps(key, what="record key")
+
+
+class KeyPartitions:
+    """Which partition each known key belongs to (filled from records and recovery)."""
+
+    def __init__(self) -> None:
+        self._of: dict[Hashable, int] = {}
+
+    def set(self, key: Hashable, partition: int) -> None:
+        self._of[key] = partition
+
+    def __getitem__(self, key: Hashable) -> int:
+        try:
+            return self._of[key]
+        except KeyError:
+            raise KeyError(f"no partition known for key {key!r}") from None
+
+    def forget(self, partitions: set[int]) -> None:
+        for key in [k for k, p in self._of.items() if p in partitions]:
+            del self._of[key]
+
+
+class ChangelogKeyState:
+    """:class:`KeyStateBackend` over the changelogged store."""
+
+    def __init__(self, store: ChangelogStore, partitions: KeyPartitions):
+        self._store = store
+        self._partitions = partitions
+
+    def get(self, key: Hashable) -> KeyRecord | None:
+        raw = self._store.get(self._partitions[key], _KEY + _key_bytes(key))
+        return None if raw is None else KeyRecord.from_bytes(raw)
+
+    def put(self, key: Hashable, record: KeyRecord) -> None:
+        self._store.put(self._partitions[key], _KEY + _key_bytes(key), record.to_bytes())
+
+    def keys(self) -> Iterator[Hashable]:
+        for partition in sorted(self._store.assigned()):
+            yield from self.keys_of(partition)
+
+    def keys_of(self, partition: int) -> Iterator[Hashable]:
+        """Keys with a record in ``partition`` (registers their partition)."""
+        for raw_key, _ in self._store.scan(partition, _KEY):
+            key = loads(raw_key[len(_KEY) :])
+            self._partitions.set(key, partition)
+            yield key
+
+    def count(self, partition: int) -> int:
+        return self._store.count(partition, _KEY)
+
+
+class ChangelogActionStateStore:
+    """:class:`ActionStateStore` over the changelogged store."""
+
+    def __init__(self, store: ChangelogStore, partitions: KeyPartitions):
+        self._store = store
+        self._partitions = partitions
+
+    @staticmethod
+    def _slot(key: Hashable, seq: int) -> bytes:
+        return _ACTION + _key_bytes(key) + b"\0" + struct.pack(">Q", seq)
+
+    def _load(self, key: Hashable, seq: int) -> dict[str, bytes]:
+        raw = self._store.get(self._partitions[key], self._slot(key, seq))
+        return {} if raw is None else loads(raw)
+
+    def get(self, key: Hashable, seq: int, action: str, event_id: str) -> ActionState | None:
+        raw = self._load(key, seq).get(f"{action}\0{event_id}")
+        return None if raw is None else ActionState.from_bytes(raw)
+
+    def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
+        runs = self._load(key, seq)
+        runs[f"{action}\0{event_id}"] = state.to_bytes()
+        self._store.put(self._partitions[key], self._slot(key, seq), dumps(runs))
+
+    def prune(self, key: Hashable, seq: int) -> None:
+        partition = self._partitions[key]
+        prefix = _ACTION + _key_bytes(key) + b"\0"
+        for raw_key, _ in list(self._store.scan(partition, prefix)):
+            (old,) = struct.unpack(">Q", raw_key[len(prefix) :])
+            if old <= seq:
+                self._store.delete(partition, raw_key)
+
+    def count(self, partition: int) -> int:
+        return self._store.count(partition, _ACTION)

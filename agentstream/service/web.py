@@ -1,0 +1,46 @@
+"""The worker's HTTP endpoints: ``/metrics`` (Prometheus text) and ``/health``."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agentstream.observability.metrics import METRICS_CONTENT_TYPE, render
+from agentstream.service.worker import Worker
+
+__all__ = ["WebServer"]
+
+
+class WebServer:
+    """Serves a worker's metrics and health on ``host:port``."""
+
+    def __init__(self, worker: Worker, host: str, port: int):
+        self._worker = worker
+        self._host = host
+        self._port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health", self._health)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self._host, self._port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = render(self._worker.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _health(self, request: web.Request) -> web.Response:
+        worker = self._worker
+        if worker.error is not None:
+            return web.json_response({"status": "failed", "error": str(worker.error)}, status=503)
+        if not worker.ready.is_set():
+            return web.json_response({"status": "recovering"}, status=503)
+        return web.json_response(
+            {"status": "ready", "busy_keys": worker.operator.busy_keys()}, status=200
+        )

@@ -1,0 +1,451 @@
+"""The worker: drives the :class:`Operator` from Kafka.
+
+Design note::
+
+    consumer (group = app name, range assignor: input p and internal p together)
+      input record ──decode──► Operator.on_input  (bad bytes ──► dead-letter topic)
+      internal record ───────► Operator.on_routed_event
+    Operator ──► OutputSink: output topic (source timestamp, event id + watermark headers),
+                 awaited, so an input is never marked done before its outputs are acked
+             ──► EventRouter: internal topic, same partition as the input
+             ──► state: ChangelogStore (RocksDB per partition + changelog topic)
+    commit loop: positions snapshot ─► store.flush() ─► commit offsets ─► prune action
+                 state of the inputs finished before the snapshot
+
+Rebalance: on revoke, the runners of the revoked partitions are cancelled, the store is
+flushed and the offsets committed; on assign, the partitions' state is recovered from the
+changelog and every key with an input in flight is resumed (replaying what completed).
+Redelivered input records are recognised by offset per key and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+
+from agentstream.api.events import Event, OutputEvent
+from agentstream.errors import ActionExecutionError, BrokerError, ConfigurationError
+from agentstream.observability.eventlog import EventLogger, create_event_logger
+from agentstream.observability.metrics import RuntimeMetrics
+from agentstream.runtime.operator import Operator
+from agentstream.runtime.records import InputRecord
+from agentstream.serde import dumps, loads, pack_event, unpack_event
+from agentstream.service.app import AgentApp
+from agentstream.service.broker import client_settings, ensure_topics
+from agentstream.service.codecs import codec_for, decode_key, encode_key
+from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState, KeyPartitions
+from agentstream.state.changelog import ChangelogStore
+
+__all__ = ["HEADER_EVENT_ID", "HEADER_WATERMARK", "NO_WATERMARK", "Worker"]
+
+log = logging.getLogger(__name__)
+
+HEADER_EVENT_ID = "agentstream-event-id"
+HEADER_WATERMARK = "agentstream-watermark"
+NO_WATERMARK = -(2**63)
+"""Watermark header value before any input of the partition has finished (Flink's)."""
+
+
+def _h(value: Any) -> bytes:
+    return str(value).encode()
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker):
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._worker._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._worker._on_assigned(assigned)
+
+
+class Worker:
+    """One worker process of an app (run several for a consumer group)."""
+
+    def __init__(self, app: AgentApp, *, metrics: RuntimeMetrics | None = None):
+        self.app = app
+        self.settings = settings = app.settings
+        if settings.processing_guarantee == "exactly_once" and settings.embedded_broker:
+            raise ConfigurationError(
+                "exactly_once needs Kafka transactions, which the embedded development "
+                "broker does not support; use at_least_once (the default) or a real Kafka"
+            )
+        if settings.processing_guarantee == "exactly_once":
+            raise ConfigurationError(
+                "exactly_once is not available yet: run at_least_once and drop duplicates "
+                f"by the {HEADER_EVENT_ID!r} header"
+            )
+        self.metrics = metrics or RuntimeMetrics()
+        self.ready = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self.error: BaseException | None = None
+        self._in_codec = codec_for(settings.input_codec)
+        self._out_codec = codec_for(settings.output_codec)
+        self._bootstrap = ",".join(settings.bootstrap_servers)
+        self._client = settings.client_kwargs()
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._store: ChangelogStore | None = None
+        self._operator: Operator | None = None
+        self._event_logger: EventLogger | None = None
+        self._partitions = KeyPartitions()
+        self._positions: dict[TopicPartition, int] = {}
+        self._assigned: set[int] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._executor = ThreadPoolExecutor(settings.thread_pool_size, "agentstream-durable")
+        self._key_state: ChangelogKeyState | None = None
+        self._action_states: ChangelogActionStateStore | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def operator(self) -> Operator:
+        assert self._operator is not None, "worker not started"
+        return self._operator
+
+    @property
+    def store(self) -> ChangelogStore:
+        assert self._store is not None, "worker not started"
+        return self._store
+
+    async def start(self) -> None:
+        s, app = self.settings, self.app
+        try:
+            await ensure_topics(
+                self._bootstrap,
+                app.topics(),
+                replication_factor=s.replication_factor,
+                client_kwargs=self._client,
+            )
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap,
+                acks="all",
+                linger_ms=1,
+                max_request_size=8 * 1024 * 1024,
+                **client_settings(s.embedded_broker, self._client, kind="producer"),
+            )
+            await self._producer.start()
+        except KafkaError as exc:
+            raise BrokerError(f"cannot reach the broker at {s.broker}: {exc}") from exc
+        self._store = ChangelogStore(
+            data_dir=s.data_dir / app.name,
+            changelog_topic=app.changelog_topic,
+            bootstrap=self._bootstrap,
+            client_kwargs=client_settings(s.embedded_broker, self._client, kind="consumer"),
+            producer=self._producer,
+        )
+        await self._store.start()
+        self._key_state = ChangelogKeyState(self._store, self._partitions)
+        self._action_states = ChangelogActionStateStore(self._store, self._partitions)
+        if app.event_log is not None:
+            self._event_logger = create_event_logger(app.event_log)
+            self._event_logger.open()
+        self._operator = Operator(
+            app.agent,
+            key_state=self._key_state,
+            action_states=self._action_states,
+            output=self,
+            router=self,
+            event_logger=self._event_logger,
+            metrics=self.metrics,
+            on_error=self._on_action_error,
+            max_concurrency=s.max_concurrency,
+            executor=self._executor,
+            barrier=self._store.flush,
+        )
+        consumer_settings = client_settings(
+            s.embedded_broker,
+            {**self._client, "fetch_max_wait_ms": s.fetch_wait_ms},
+            kind="consumer",
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=app.name,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            **consumer_settings,
+        )
+        self._consumer.subscribe(
+            [app.input_topic, app.internal_topic], listener=_Rebalance(self)
+        )
+        await self._consumer.start()
+        self._tasks = [
+            asyncio.create_task(self._consume_loop(), name="agentstream-consume"),
+            asyncio.create_task(self._commit_loop(), name="agentstream-commit"),
+            asyncio.create_task(self._lag_loop(), name="agentstream-lag"),
+        ]
+        log.info("worker of %s started on %s", app.name, s.broker)
+
+    async def run(self) -> None:
+        """Start, run until stopped (SIGTERM/SIGINT or :meth:`stop`), then shut down."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.stopped.set)
+        await self.start()
+        try:
+            waiters = [asyncio.create_task(self.stopped.wait()), *self._tasks]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            waiters[0].cancel()
+        finally:
+            await self.stop()
+        if self.error is not None:
+            raise self.error
+
+    async def stop(self) -> None:
+        self.stopped.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._operator is not None:
+            await self._operator.cancel(lambda record: True)
+        with contextlib.suppress(Exception):
+            if self._consumer is not None and self._store is not None:
+                await self._commit()
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                await self._store.stop()
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await self._producer.stop()
+        if self._event_logger is not None:
+            self._event_logger.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- consuming ---------------------------------------------------------------------
+
+    async def _consume_loop(self) -> None:
+        assert self._consumer is not None
+        try:
+            while not self.stopped.is_set():
+                batch = await self._consumer.getmany(timeout_ms=self.settings.fetch_wait_ms * 4)
+                for tp, messages in batch.items():
+                    if tp.partition not in self._assigned:
+                        continue
+                    if tp.topic == self.app.input_topic:
+                        for message in messages:
+                            await self._on_input_message(message)
+                    else:
+                        for message in messages:
+                            await self._on_internal_message(message)
+                    self._positions[tp] = messages[-1].offset + 1
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("worker failed")
+            self.error = exc
+            self.stopped.set()
+
+    async def _on_input_message(self, message: Any) -> None:
+        try:
+            value = self._in_codec.decode(message.value) if message.value is not None else None
+        except Exception as exc:
+            await self._dead_letter(
+                "decode", message.key, message.value, exc,
+                source=(message.topic, message.partition, message.offset),
+            )
+            return
+        key = decode_key(message.key)
+        self._partitions.set(key, message.partition)
+        self.operator.on_input(
+            InputRecord(
+                key=key,
+                value=value,
+                id=f"{message.topic}/{message.partition}/{message.offset}",
+                timestamp=message.timestamp,
+                partition=message.partition,
+                offset=message.offset,
+            )
+        )
+
+    async def _on_internal_message(self, message: Any) -> None:
+        try:
+            tag, sender, packed = loads(message.value)
+            event = unpack_event(packed)
+        except Exception as exc:
+            await self._dead_letter(
+                "decode", message.key, message.value, exc,
+                source=(message.topic, message.partition, message.offset),
+            )
+            return
+        await self.operator.on_routed_event(decode_key(message.key), tag, event, sender)
+
+    # -- OutputSink and EventRouter ------------------------------------------------------
+
+    async def emit(
+        self, key: Any, event: OutputEvent, record: InputRecord, watermark: int | None
+    ) -> None:
+        assert self._producer is not None
+        try:
+            value = self._out_codec.encode(event.output)
+        except Exception as exc:
+            await self._dead_letter(
+                "encode", encode_key(key), None, exc, event_id=event.id, record=record
+            )
+            return
+        headers = [
+            (HEADER_EVENT_ID, _h(event.id)),
+            (HEADER_WATERMARK, _h(NO_WATERMARK if watermark is None else watermark)),
+        ]
+        delivery = await self._producer.send(
+            self.app.output_topic,
+            value=value,
+            key=encode_key(key),
+            timestamp_ms=event.source_timestamp,
+            headers=headers,
+        )
+        await delivery
+
+    async def route(
+        self, key: Any, tag: str, event: Event, sender: str, record: InputRecord
+    ) -> None:
+        assert self._producer is not None
+        await self._producer.send(
+            self.app.internal_topic,
+            value=dumps([tag, sender, pack_event(event)]),
+            key=encode_key(key),
+            partition=record.partition,
+            timestamp_ms=event.source_timestamp,
+        )
+
+    # -- errors --------------------------------------------------------------------------
+
+    async def _on_action_error(
+        self, error: ActionExecutionError, event: Event, record: InputRecord
+    ) -> None:
+        if self.settings.error_policy == "fail":
+            log.error("stopping: %s", error)
+            self.error = error
+            self.stopped.set()
+            raise asyncio.CancelledError
+        try:
+            original = self._in_codec.encode(record.value) if record.value is not None else None
+        except Exception:
+            original = None
+        await self._dead_letter(
+            "action", encode_key(record.key), original, error.cause,
+            action=error.action, event_id=error.event_id, record=record, seq=error.seq,
+        )
+
+    async def _dead_letter(
+        self,
+        reason: str,
+        key: bytes | None,
+        value: bytes | None,
+        exc: BaseException,
+        *,
+        source: tuple[str, int, int] | None = None,
+        action: str | None = None,
+        event_id: str | None = None,
+        record: InputRecord | None = None,
+        seq: int | None = None,
+    ) -> None:
+        assert self._producer is not None
+        if record is not None and source is None:
+            source = (self.app.input_topic, record.partition, record.offset or -1)
+        kind = type(exc)
+        headers = [
+            ("agentstream-reason", _h(reason)),
+            ("agentstream-error-type", _h(f"{kind.__module__}.{kind.__qualname__}")),
+            ("agentstream-error-message", _h(str(exc))[:4096]),
+        ]
+        for name, item in (("action", action), ("event-id", event_id), ("seq", seq)):
+            if item is not None:
+                headers.append((f"agentstream-{name}", _h(item)))
+        if source is not None:
+            headers += [
+                ("agentstream-source-topic", _h(source[0])),
+                ("agentstream-source-partition", _h(source[1])),
+                ("agentstream-source-offset", _h(source[2])),
+            ]
+        log.warning("dead-lettering (%s) key=%r: %s: %s", reason, key, kind.__name__, exc)
+        delivery = await self._producer.send(
+            self.app.dead_letter_topic, value=value, key=key, headers=headers
+        )
+        await delivery
+        self.metrics.dead_letters.labels(reason=reason).inc()
+
+    # -- commits, rebalances ------------------------------------------------------------
+
+    async def _commit(self) -> None:
+        assert self._consumer is not None and self._producer is not None
+        positions = dict(self._positions)
+        finished = len(self.operator.finished_inputs())
+        await self.store.flush()
+        await self._producer.flush()
+        offsets = {
+            tp: offset
+            for tp, offset in positions.items()
+            if tp in self._consumer.assignment()
+        }
+        if offsets:
+            await self._consumer.commit(offsets)
+        self.operator.prune(finished)
+
+    async def _commit_loop(self) -> None:
+        while not self.stopped.is_set():
+            await asyncio.sleep(self.settings.commit_interval_s)
+            try:
+                await self._commit()
+            except KafkaError as exc:  # rebalance in progress and the like: try again
+                log.info("commit deferred: %s", exc)
+
+    async def _lag_loop(self) -> None:
+        assert self._consumer is not None
+        while not self.stopped.is_set():
+            await asyncio.sleep(1.0)
+            for tp in list(self._consumer.assignment()):
+                highwater = self._consumer.highwater(tp)
+                if highwater is None:
+                    continue
+                position = self._positions.get(tp, 0)
+                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(highwater - position, 0)
+                )
+
+    async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
+        parts = {tp.partition for tp in revoked if tp.topic == self.app.input_topic}
+        self.ready.clear()
+        if not parts or self._operator is None:
+            return
+        await self.operator.cancel(lambda record: record.partition in parts)
+        with contextlib.suppress(KafkaError):
+            await self._commit()
+        await self.store.revoke(parts)
+        for p in parts:
+            self.operator.event_time.forget(p)
+        self._partitions.forget(parts)
+        self._assigned -= parts
+        self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
+
+    async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
+        parts = {tp.partition for tp in assigned if tp.topic == self.app.input_topic}
+        internal = {tp.partition for tp in assigned if tp.topic == self.app.internal_topic}
+        if parts != internal:
+            log.error("input partitions %s and internal partitions %s are not co-assigned",
+                      sorted(parts), sorted(internal))
+        await self.store.assign(parts)
+        self._assigned |= parts
+        assert self._key_state is not None
+        resumed = 0
+        for p in sorted(parts):
+            resumed += self.operator.resume(list(self._key_state.keys_of(p)))
+        log.info("assigned partitions %s; resumed %d keys in flight", sorted(parts), resumed)
+        self.ready.set()
