@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float, what: str,
+    condition: Callable[[], bool | Awaitable[bool]],
+    timeout: float,
+    what: str,
     interval: float = 0.05,
 ) -> None:
     """Wait for ``condition``; fail saying ``what`` was awaited."""
@@ -61,10 +63,24 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agentstream", "worker", self.app_spec,
-             "--broker", self.broker_url, "--data-dir", str(self.data_dir),
-             "--web-port", str(self.web_port), "--embedded-broker"],
-            cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "agentstream",
+                "worker",
+                self.app_spec,
+                "--broker",
+                self.broker_url,
+                "--data-dir",
+                str(self.data_dir),
+                "--web-port",
+                str(self.web_port),
+                "--embedded-broker",
+            ],
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         log.close()
         return self
@@ -87,8 +103,9 @@ class WorkerProcess:
         total = 0.0
         for family in text_string_to_metric_families(self.metrics()):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v
-                                               for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     total += sample.value
         return total
 
@@ -127,8 +144,11 @@ class Topic:
     def __init__(self, bootstrap: str, topic: str):
         self.records: list[Any] = []
         self._consumer = AIOKafkaConsumer(
-            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-            enable_auto_commit=False, fetch_max_wait_ms=20,
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=20,
         )
 
     async def __aenter__(self) -> Topic:
@@ -152,15 +172,20 @@ class Topic:
         return self.records
 
 
-async def produce(bootstrap: str, topic: str, records: list[tuple[str | None, Any]],
-                  raw: bool = False) -> None:
+async def produce(
+    bootstrap: str, topic: str, records: list[tuple[str | None, Any]], raw: bool = False
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
     await producer.start()
     try:
         for i, (key, value) in enumerate(records):
             data = value if raw else json.dumps(value).encode()
-            await producer.send(topic, value=data, key=key.encode() if key else None,
-                                timestamp_ms=1_700_000_000_000 + i)
+            await producer.send(
+                topic,
+                value=data,
+                key=key.encode() if key else None,
+                timestamp_ms=1_700_000_000_000 + i,
+            )
         await producer.flush()
     finally:
         await producer.stop()

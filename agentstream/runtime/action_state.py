@@ -84,7 +84,7 @@ class ActionState:
         completed, updates, events, calls = loads(data)
         return cls(
             completed=completed,
-            memory_updates=tuple(tuple(u) for u in updates),  # type: ignore[misc]
+            memory_updates=tuple(tuple(u) for u in updates),
             sent_events=tuple(events),
             calls=tuple(CallRecord.from_wire(c) for c in calls),
         )
@@ -105,9 +105,7 @@ class ActionStateStore(Protocol):
     def get(self, key: Hashable, seq: int, action: str, event_id: str) -> ActionState | None:
         """The record of (key, seq, action, event id), if any."""
 
-    def put(
-        self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState
-    ) -> None:
+    def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
         """Record (or overwrite) a run's state."""
 
     def prune(self, key: Hashable, seq: int) -> None:
@@ -124,9 +122,7 @@ class InMemoryActionStateStore:
         raw = self._data.get(key, {}).get(seq, {}).get((action, event_id))
         return None if raw is None else ActionState.from_bytes(raw)
 
-    def put(
-        self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState
-    ) -> None:
+    def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
         self._data.setdefault(key, {}).setdefault(seq, {})[(action, event_id)] = state.to_bytes()
 
     def prune(self, key: Hashable, seq: int) -> None:

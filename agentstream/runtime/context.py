@@ -217,12 +217,18 @@ class RunnerContextImpl(RunnerContext):
     def _failure(fid: str, digest: str, exc: BaseException) -> CallRecord:
         kind = type(exc)
         return CallRecord(
-            fid, digest, "error", error_type=f"{kind.__module__}.{kind.__qualname__}",
+            fid,
+            digest,
+            "error",
+            error_type=f"{kind.__module__}.{kind.__qualname__}",
             error_message=str(exc),
         )
 
     def _begin(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
         reconciler: Reconciler | None,
     ) -> tuple[str, str, CallRecord | None, bool]:
         """Look the call up; returns (fn id, digest, record to replay, reconcile?)."""
@@ -237,8 +243,14 @@ class RunnerContextImpl(RunnerContext):
             self._record(CallRecord(fid, digest, "started"))
         return fid, digest, None, reconcile
 
-    def _finish(self, fid: str, digest: str, started: bool, result: Any = None,
-                exc: BaseException | None = None) -> None:
+    def _finish(
+        self,
+        fid: str,
+        digest: str,
+        started: bool,
+        result: Any = None,
+        exc: BaseException | None = None,
+    ) -> None:
         record = self._failure(fid, digest, exc) if exc else self._outcome(fid, digest, result)
         self._record(record, replace_last=started)
 
@@ -247,7 +259,7 @@ class RunnerContextImpl(RunnerContext):
     ) -> T:
         fid, digest, record, reconcile = self._begin(fn, args, kwargs, reconciler)
         if record is not None:
-            return self._replay(record)  # type: ignore[no-any-return]
+            return self._replay(record)
         target = reconciler if reconcile and reconciler is not None else fn
         try:
             result = target(*args, **kwargs)
@@ -266,7 +278,7 @@ class RunnerContextImpl(RunnerContext):
     ) -> T:
         fid, digest, record, reconcile = self._begin(fn, args, kwargs, reconciler)
         if record is not None:
-            return self._replay(record)  # type: ignore[no-any-return]
+            return self._replay(record)
         target: Callable[..., Any] = reconciler if reconcile and reconciler is not None else fn
         try:
             if inspect.iscoroutinefunction(target):

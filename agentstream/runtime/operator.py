@@ -26,6 +26,7 @@ are dropped, so a restart never processes an event twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import logging
@@ -192,10 +193,8 @@ class Operator:
         for _, task in doomed:
             task.cancel()
         for key, task in doomed:
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await task
-            except asyncio.CancelledError:
-                pass
             rec = self.key_state.get(key)
             if rec is not None:
                 self.metrics.pending_inputs.dec(len(rec.pending))
@@ -305,9 +304,7 @@ class Operator:
 
     async def _process_event(self, run: _KeyRun, event: Event, sender: str | None) -> None:
         if self._event_logger is not None:
-            self._event_logger.append(
-                EventLogRecord(time.time(), run.key, run.seq, event, sender)
-            )
+            self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
         self.metrics.events_processed.labels(event_type=type(event).type_name()).inc()
         if isinstance(event, OutputEvent):
             watermark = self.event_time.watermark(run.record.partition)
@@ -328,10 +325,22 @@ class Operator:
     # -- one action step -------------------------------------------------------------
 
     def _context(
-        self, run: _KeyRun, action: Action, event: Event, prior: ActionState | None,
-        short: MemoryStore, sensory: MemoryStore, verify: bool = False,
+        self,
+        run: _KeyRun,
+        action: Action,
+        event: Event,
+        prior: ActionState | None,
+        short: MemoryStore,
+        sensory: MemoryStore,
+        verify: bool = False,
     ) -> RunnerContextImpl:
-        store, key, seq, name, event_id = self.action_states, run.key, run.seq, action.name, event.id
+        store, key, seq, name, event_id = (
+            self.action_states,
+            run.key,
+            run.seq,
+            action.name,
+            event.id,
+        )
         assert event_id is not None
 
         def persist_calls(calls: tuple[CallRecord, ...]) -> None:
@@ -341,13 +350,21 @@ class Operator:
             self.metrics.durable_calls_replayed.labels(action=name).inc()
 
         return RunnerContextImpl(
-            agent=self.agent, action=action, event=event, key=key, seq=seq,
-            short_term=short, sensory=sensory,
+            agent=self.agent,
+            action=action,
+            event=event,
+            key=key,
+            seq=seq,
+            short_term=short,
+            sensory=sensory,
             agent_metrics=self._agent_metrics,
             action_metrics=self._action_metrics.get(name)
             or self.metrics.action_group(self.agent.name, name),
-            prior=prior, persist_calls=persist_calls, executor=self._executor,
-            verify=verify, on_replayed_call=None if verify else on_replayed_call,
+            prior=prior,
+            persist_calls=persist_calls,
+            executor=self._executor,
+            verify=verify,
+            on_replayed_call=None if verify else on_replayed_call,
             barrier=None if verify else self._barrier,
         )
 
@@ -374,8 +391,9 @@ class Operator:
                 run.short.restore(short_before)
                 run.sensory.restore(sensory_before)
                 self.metrics.action_failures.labels(action=action.name).inc()
-                await self._fail(run, ActionExecutionError(run.key, action.name, event.id,
-                                                           run.seq, exc), event)
+                await self._fail(
+                    run, ActionExecutionError(run.key, action.name, event.id, run.seq, exc), event
+                )
                 return
             finally:
                 ctx.close()
@@ -400,8 +418,13 @@ class Operator:
                         run, action, event, short_before, sensory_before
                     )
                 except ReplayMismatch as exc:
-                    await self._fail(run, NonDeterministicActionError(
-                        run.key, action.name, event.id, run.seq, str(exc)), event)
+                    await self._fail(
+                        run,
+                        NonDeterministicActionError(
+                            run.key, action.name, event.id, run.seq, str(exc)
+                        ),
+                        event,
+                    )
                     return
         for sent in outcome.events:
             await self._route(run, sent, action.name)
@@ -417,8 +440,12 @@ class Operator:
         run.in_flight.clear()
 
     async def _replay_check(
-        self, run: _KeyRun, action: Action, event: Event,
-        short_before: MemoryStore, sensory_before: MemoryStore,
+        self,
+        run: _KeyRun,
+        action: Action,
+        event: Event,
+        short_before: MemoryStore,
+        sensory_before: MemoryStore,
     ) -> ActionRun:
         """The "always replay" step: drop caches, rebuild from the record, re-run, compare."""
         assert event.id is not None
@@ -446,8 +473,9 @@ class Operator:
             ctx.close()
         again = [encode_event(e) for e in ctx.events]
         if again != [encode_event(e) for e in events]:
-            raise ReplayMismatch(f"sent {again} on replay, {[encode_event(e) for e in events]} "
-                                 "the first time")
+            raise ReplayMismatch(
+                f"sent {again} on replay, {[encode_event(e) for e in events]} the first time"
+            )
         if [list(u) for u in ctx.updates] != [list(u) for u in recorded.memory_updates]:
             raise ReplayMismatch("made different memory updates on replay")
         if len(ctx.calls) != len(recorded.calls):

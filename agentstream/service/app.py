@@ -46,8 +46,11 @@ class AgentApp:
         event_log: EventLoggerConfig | None = None,
         **settings: Any,
     ):
-        for label, value in (("name", name), ("input_topic", input_topic),
-                             ("output_topic", output_topic)):
+        for label, value in (
+            ("name", name),
+            ("input_topic", input_topic),
+            ("output_topic", output_topic),
+        ):
             if not _NAME.match(value):
                 raise ConfigurationError(f"AgentApp {label} {value!r}: use letters, digits, ._-")
         if not isinstance(agent, Agent):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import logging
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from agentstream.errors import AgentStreamError, ConfigurationError
+from agentstream.errors import AgentStreamError
 from agentstream.service.app import AgentApp
 
 __all__ = ["main"]
@@ -78,14 +79,20 @@ def _setup_logging(level: str) -> None:
 
 
 broker_option = click.option(
-    "--broker", envvar="AGENTSTREAM_BROKER", default=None,
+    "--broker",
+    envvar="AGENTSTREAM_BROKER",
+    default=None,
     help="Broker URL(s), e.g. kafka://127.0.0.1:9092 [env AGENTSTREAM_BROKER].",
 )
 
 
 @click.group()
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
 def main(log_level: str) -> None:
     """agentstream: event-driven AI agents on Kafka."""
     _setup_logging(log_level)
@@ -100,31 +107,45 @@ def broker(port: int, host: str) -> None:
 
     with EmbeddedBroker(port=port, host=host) as running:
         click.echo(f"embedded broker on {running.url} (development and tests only; Ctrl-C stops)")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             while running.running:
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
 
 
 def _worker_options(fn: Any) -> Any:
     options = [
         broker_option,
-        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                     help="State directory [env AGENTSTREAM_DATA_DIR]."),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="State directory [env AGENTSTREAM_DATA_DIR].",
+        ),
         click.option("--web-host", default=None, help="Host of /metrics and /health."),
-        click.option("--web-port", type=int, default=None,
-                     help="Port of /metrics and /health (0: off) [env AGENTSTREAM_WEB_PORT]."),
+        click.option(
+            "--web-port",
+            type=int,
+            default=None,
+            help="Port of /metrics and /health (0: off) [env AGENTSTREAM_WEB_PORT].",
+        ),
         click.option("--partitions", type=int, default=None, help="Partitions of created topics."),
         click.option("--fetch-wait-ms", type=int, default=None, help="Consumer fetch wait."),
-        click.option("--max-concurrency", type=int, default=None, help="Keys in flight per worker."),
+        click.option(
+            "--max-concurrency", type=int, default=None, help="Keys in flight per worker."
+        ),
         click.option("--error-policy", type=click.Choice(["dead_letter", "fail"]), default=None),
-        click.option("--processing-guarantee",
-                     type=click.Choice(["at_least_once", "exactly_once"]), default=None),
+        click.option(
+            "--processing-guarantee",
+            type=click.Choice(["at_least_once", "exactly_once"]),
+            default=None,
+        ),
         click.option("--input-codec", type=click.Choice(["json", "msgpack", "raw"]), default=None),
         click.option("--output-codec", type=click.Choice(["json", "msgpack", "raw"]), default=None),
-        click.option("--embedded-broker/--real-broker", default=None,
-                     help="Apply the embedded broker's workarounds (default: detect)."),
+        click.option(
+            "--embedded-broker/--real-broker",
+            default=None,
+            help="Apply the embedded broker's workarounds (default: detect).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -158,13 +179,13 @@ def dev(app_spec: str, port: int, data_dir: Path | None, web_port: int | None) -
 
     app = load_app(app_spec)
     with EmbeddedBroker(port=port) as running:
-        app.configure(**_overrides(broker=running.url, data_dir=data_dir, web_port=web_port),
-                      embedded_broker=True)
+        app.configure(
+            **_overrides(broker=running.url, data_dir=data_dir, web_port=web_port),
+            embedded_broker=True,
+        )
         click.echo(f"embedded broker on {running.url}; worker of {app.name} starting")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_run_worker(app))
-        except KeyboardInterrupt:
-            pass
 
 
 @main.command()
@@ -173,8 +194,9 @@ def dev(app_spec: str, port: int, data_dir: Path | None, web_port: int | None) -
 @click.option("--key", default=None, help="Record key.")
 @click.option("--timestamp", type=int, default=None, help="Source timestamp (ms).")
 @broker_option
-def send(app_spec: str, value: str, key: str | None, timestamp: int | None,
-         broker: str | None) -> None:
+def send(
+    app_spec: str, value: str, key: str | None, timestamp: int | None, broker: str | None
+) -> None:
     """Send VALUE (JSON text with the JSON codec) to APP's input topic."""
     from agentstream.service.client import send_records
 
@@ -184,7 +206,9 @@ def send(app_spec: str, value: str, key: str | None, timestamp: int | None,
         try:
             json.loads(value)
         except ValueError as exc:
-            raise click.BadParameter(f"VALUE is not JSON ({exc}); quote strings: '\"ann\"'") from exc
+            raise click.BadParameter(
+                f"VALUE is not JSON ({exc}); quote strings: '\"ann\"'"
+            ) from exc
     asyncio.run(send_records(app, [(key, value.encode(), timestamp)]))
 
 
@@ -195,8 +219,14 @@ def send(app_spec: str, value: str, key: str | None, timestamp: int | None,
 @click.option("--timeout", type=float, default=None, help="Stop after this many idle seconds.")
 @click.option("--topic", default=None, help="Another topic of the app (e.g. the dead letters).")
 @broker_option
-def tail(app_spec: str, from_beginning: bool, max_records: int | None,
-         timeout: float | None, topic: str | None, broker: str | None) -> None:
+def tail(
+    app_spec: str,
+    from_beginning: bool,
+    max_records: int | None,
+    timeout: float | None,
+    topic: str | None,
+    broker: str | None,
+) -> None:
     """Follow APP's output topic: one JSON line per record."""
     from agentstream.service.client import follow
 
@@ -206,8 +236,16 @@ def tail(app_spec: str, from_beginning: bool, max_records: int | None,
     def show(record: dict[str, Any]) -> None:
         click.echo(json.dumps(record, ensure_ascii=False))
 
-    asyncio.run(follow(app, show, topic=topic, from_beginning=from_beginning,
-                       max_records=max_records, idle_timeout_s=timeout))
+    asyncio.run(
+        follow(
+            app,
+            show,
+            topic=topic,
+            from_beginning=from_beginning,
+            max_records=max_records,
+            idle_timeout_s=timeout,
+        )
+    )
 
 
 @main.command()

@@ -22,21 +22,25 @@ __all__ = ["follow", "run_demo", "send_records"]
 log = logging.getLogger(__name__)
 
 
-async def send_records(
-    app: AgentApp, records: Iterable[tuple[Any, bytes, int | None]]
-) -> None:
+async def send_records(app: AgentApp, records: Iterable[tuple[Any, bytes, int | None]]) -> None:
     """Produce (key, encoded value, timestamp ms) records to the app's input topic."""
     s = app.settings
     bootstrap = ",".join(s.bootstrap_servers)
-    await ensure_topics(bootstrap, app.topics(), replication_factor=s.replication_factor,
-                        client_kwargs=s.client_kwargs())
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False,
-                                **s.client_kwargs())
+    await ensure_topics(
+        bootstrap,
+        app.topics(),
+        replication_factor=s.replication_factor,
+        client_kwargs=s.client_kwargs(),
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, enable_idempotence=False, **s.client_kwargs()
+    )
     await producer.start()
     try:
         for key, value, timestamp in records:
-            await producer.send(app.input_topic, value=value, key=encode_key(key),
-                                timestamp_ms=timestamp)
+            await producer.send(
+                app.input_topic, value=value, key=encode_key(key), timestamp_ms=timestamp
+            )
         await producer.flush()
     finally:
         await producer.stop()
@@ -79,12 +83,14 @@ async def follow(
                         value: Any = codec.decode(m.value) if m.value is not None else None
                     except Exception:
                         value = repr(m.value)
-                    show({
-                        "key": decode_key(m.key),
-                        "value": value,
-                        "timestamp": m.timestamp,
-                        "headers": {k: v.decode(errors="replace") for k, v in m.headers},
-                    })
+                    show(
+                        {
+                            "key": decode_key(m.key),
+                            "value": value,
+                            "timestamp": m.timestamp,
+                            "headers": {k: v.decode(errors="replace") for k, v in m.headers},
+                        }
+                    )
                     shown += 1
     finally:
         await consumer.stop()
@@ -116,8 +122,12 @@ async def run_demo(app: AgentApp, data_dir: Path | None) -> None:
             print(f"sent {len(SAMPLES)} records to {app.input_topic}: {SAMPLES}")
             print(f"outputs on {app.output_topic}:")
             count = await asyncio.wait_for(
-                follow(app, lambda r: print(f"  {r['key']} -> {r['value']}"),
-                       max_records=len(SAMPLES), idle_timeout_s=20),
+                follow(
+                    app,
+                    lambda r: print(f"  {r['key']} -> {r['value']}"),
+                    max_records=len(SAMPLES),
+                    idle_timeout_s=20,
+                ),
                 60,
             )
             print(f"{count} outputs")

@@ -33,9 +33,7 @@ class Settings:
     web_host: str = _setting("127.0.0.1", "Host of the /metrics and /health endpoints.")
     web_port: int = _setting(6066, "Port of /metrics and /health; 0 disables the web server.")
     input_codec: Literal["json", "msgpack", "raw"] = _setting("json", "Codec of input values.")
-    output_codec: Literal["json", "msgpack", "raw"] = _setting(
-        "json", "Codec of output values."
-    )
+    output_codec: Literal["json", "msgpack", "raw"] = _setting("json", "Codec of output values.")
     processing_guarantee: Literal["at_least_once", "exactly_once"] = _setting(
         "at_least_once", "Delivery guarantee; exactly_once needs Kafka transactions."
     )
@@ -45,7 +43,9 @@ class Settings:
     dead_letter_topic: str | None = _setting(
         None, "Dead-letter topic (default: '<app>-dead-letters')."
     )
-    max_concurrency: int | None = _setting(None, "Keys processed at once per worker (None: no cap).")
+    max_concurrency: int | None = _setting(
+        None, "Keys processed at once per worker (None: no cap)."
+    )
     fetch_wait_ms: int = _setting(
         50, "Consumer fetch wait: every hop through a topic may wait this long (never 0)."
     )

@@ -12,7 +12,7 @@ lookup is one read. The partition of a key is the partition its records come fro
 from __future__ import annotations
 
 import struct
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 
 from agentstream.runtime.action_state import ActionState
 from agentstream.runtime.records import KeyRecord
@@ -44,8 +44,9 @@ class KeyPartitions:
         except KeyError:
             raise KeyError(f"no partition known for key {key!r}") from None
 
-    def forget(self, partitions: set[int]) -> None:
-        for key in [k for k, p in self._of.items() if p in partitions]:
+    def forget(self, partitions: Iterable[int]) -> None:
+        doomed = frozenset(partitions)
+        for key in [k for k, p in self._of.items() if p in doomed]:
             del self._of[key]
 
 

@@ -58,7 +58,7 @@ def _h(value: Any) -> bytes:
     return str(value).encode()
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker):
         self._worker = worker
 
@@ -177,9 +177,7 @@ class Worker:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             **consumer_settings,
         )
-        self._consumer.subscribe(
-            [app.input_topic, app.internal_topic], listener=_Rebalance(self)
-        )
+        self._consumer.subscribe([app.input_topic, app.internal_topic], listener=_Rebalance(self))
         await self._consumer.start()
         self._tasks = [
             asyncio.create_task(self._consume_loop(), name="agentstream-consume"),
@@ -258,7 +256,10 @@ class Worker:
             value = self._in_codec.decode(message.value) if message.value is not None else None
         except Exception as exc:
             await self._dead_letter(
-                "decode", message.key, message.value, exc,
+                "decode",
+                message.key,
+                message.value,
+                exc,
                 source=(message.topic, message.partition, message.offset),
             )
             return
@@ -281,7 +282,10 @@ class Worker:
             event = unpack_event(packed)
         except Exception as exc:
             await self._dead_letter(
-                "decode", message.key, message.value, exc,
+                "decode",
+                message.key,
+                message.value,
+                exc,
                 source=(message.topic, message.partition, message.offset),
             )
             return
@@ -340,8 +344,14 @@ class Worker:
         except Exception:
             original = None
         await self._dead_letter(
-            "action", encode_key(record.key), original, error.cause,
-            action=error.action, event_id=error.event_id, record=record, seq=error.seq,
+            "action",
+            encode_key(record.key),
+            original,
+            error.cause,
+            action=error.action,
+            event_id=error.event_id,
+            record=record,
+            seq=error.seq,
         )
 
     async def _dead_letter(
@@ -391,9 +401,7 @@ class Worker:
         await self.store.flush()
         await self._producer.flush()
         offsets = {
-            tp: offset
-            for tp, offset in positions.items()
-            if tp in self._consumer.assignment()
+            tp: offset for tp, offset in positions.items() if tp in self._consumer.assignment()
         }
         if offsets:
             await self._consumer.commit(offsets)
@@ -439,8 +447,11 @@ class Worker:
         parts = {tp.partition for tp in assigned if tp.topic == self.app.input_topic}
         internal = {tp.partition for tp in assigned if tp.topic == self.app.internal_topic}
         if parts != internal:
-            log.error("input partitions %s and internal partitions %s are not co-assigned",
-                      sorted(parts), sorted(internal))
+            log.error(
+                "input partitions %s and internal partitions %s are not co-assigned",
+                sorted(parts),
+                sorted(internal),
+            )
         await self.store.assign(parts)
         self._assigned |= parts
         assert self._key_state is not None

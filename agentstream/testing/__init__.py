@@ -117,8 +117,14 @@ class LocalRunner:
     def _record(self, item: Any) -> InputRecord:
         if isinstance(item, InputRecord):
             if item.id is None:
-                return InputRecord(item.key, item.value, f"input-{next(self._ids)}",
-                                   item.timestamp, item.partition, item.offset)
+                return InputRecord(
+                    item.key,
+                    item.value,
+                    f"input-{next(self._ids)}",
+                    item.timestamp,
+                    item.partition,
+                    item.offset,
+                )
             return item
         try:
             key, value = item

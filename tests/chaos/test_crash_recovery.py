@@ -19,13 +19,22 @@ def cluster(
 ) -> Iterator[Callable[[str], WorkerProcess]]:
     """Makes worker processes of tests/e2e_app.py sharing one app id and effects dir."""
     name = unique_name("app")
-    env = {"E2E_DIR": str(tmp_path), "E2E_APP": name, "E2E_IN": f"{name}-in",
-           "E2E_OUT": f"{name}-out"}
+    env = {
+        "E2E_DIR": str(tmp_path),
+        "E2E_APP": name,
+        "E2E_IN": f"{name}-in",
+        "E2E_OUT": f"{name}-out",
+    }
     workers: list[WorkerProcess] = []
 
     def make(label: str) -> WorkerProcess:
-        worker = WorkerProcess("tests.e2e_app:app", broker.url, tmp_path / f"data-{label}",
-                               env, tmp_path / f"worker-{label}.log")
+        worker = WorkerProcess(
+            "tests.e2e_app:app",
+            broker.url,
+            tmp_path / f"data-{label}",
+            env,
+            tmp_path / f"worker-{label}.log",
+        )
         workers.append(worker)
         return worker.start()
 
@@ -75,16 +84,18 @@ async def test_sigkill_repeatedly_loses_nothing_and_never_reruns_completed_work(
     await produce(broker.bootstrap, env["E2E_IN"], batch1 + batch2)
 
     def waiting(n: int) -> Callable[[], bool]:
-        return lambda: sum(c for line, c in effects(tmp_path).items()
-                           if line.startswith("wait ")) >= n
+        return lambda: (
+            sum(c for line, c in effects(tmp_path).items() if line.startswith("wait ")) >= n
+        )
 
     await wait_until(waiting(len(KEYS)), 30, "every key's first input held mid-action")
     for restart, label in enumerate(["1", "2"], start=1):
         worker.kill()
         # first restart: the killed worker's data dir; second: an empty one
         worker = await cluster(label if restart == 1 else "empty").ready()
-        await wait_until(waiting(len(KEYS) * (restart + 1)), 30,
-                         f"held actions resumed after kill #{restart}")
+        await wait_until(
+            waiting(len(KEYS) * (restart + 1)), 30, f"held actions resumed after kill #{restart}"
+        )
         replayed = worker.metric("agentstream_actions_replayed_total", action="first")
         assert replayed >= len(KEYS), f"restart #{restart} replayed {replayed} first actions"
     (tmp_path / "gate").touch()
@@ -131,19 +142,29 @@ async def test_failover_to_second_worker(
     inputs = [(k, "x") for k in KEYS]
 
     async def split() -> bool:
-        return one.health() == 200 and two.health() == 200 and (
-            one.metric("agentstream_consumer_lag", topic=env["E2E_IN"]) is not None
+        return (
+            one.health() == 200
+            and two.health() == 200
+            and (one.metric("agentstream_consumer_lag", topic=env["E2E_IN"]) is not None)
         )
 
     await wait_until(split, 30, "both workers ready")
     await produce(broker.bootstrap, env["E2E_IN"], inputs)
     await wait_until(
-        lambda: sum(c for line, c in effects(tmp_path).items() if line.startswith("wait "))
-        >= len(KEYS), 30, "every key held mid-action")
+        lambda: (
+            sum(c for line, c in effects(tmp_path).items() if line.startswith("wait ")) >= len(KEYS)
+        ),
+        30,
+        "every key held mid-action",
+    )
     one.kill()
     await wait_until(
-        lambda: sum(c for line, c in effects(tmp_path).items() if line.startswith("wait "))
-        > len(KEYS), 30, "the survivor to resume the killed worker's keys")
+        lambda: (
+            sum(c for line, c in effects(tmp_path).items() if line.startswith("wait ")) > len(KEYS)
+        ),
+        30,
+        "the survivor to resume the killed worker's keys",
+    )
     (tmp_path / "gate").touch()
     async with Topic(broker.bootstrap, env["E2E_OUT"]) as out:
         records = await out.wait_for(len(inputs), 60, "outputs")

@@ -29,11 +29,20 @@ def make_app(
     def make(agent: Agent, **settings: Any) -> AgentApp:
         name = unique_name("svc")
         defaults: dict[str, Any] = dict(
-            broker=broker.url, data_dir=tmp_path / name, embedded_broker=True,
-            fetch_wait_ms=20, commit_interval_s=0.1, web_port=0,
+            broker=broker.url,
+            data_dir=tmp_path / name,
+            embedded_broker=True,
+            fetch_wait_ms=20,
+            commit_interval_s=0.1,
+            web_port=0,
         )
-        return AgentApp(name, agent=agent, input_topic=f"{name}-in",
-                        output_topic=f"{name}-out", **{**defaults, **settings})
+        return AgentApp(
+            name,
+            agent=agent,
+            input_topic=f"{name}-in",
+            output_topic=f"{name}-out",
+            **{**defaults, **settings},
+        )
 
     return make
 
@@ -124,17 +133,36 @@ async def test_bad_records_and_failing_actions_go_to_the_dead_letter_topic(
 ) -> None:
     app = make_app(Breaking())
     async with running(app, web=True) as worker:
-        await produce(broker.bootstrap, app.input_topic, [("a", b"{not json", )], raw=True)
-        await produce(broker.bootstrap, app.input_topic,
-                      [("b", "boom"), ("b", "after"), ("c", "fine")])
+        await produce(
+            broker.bootstrap,
+            app.input_topic,
+            [
+                (
+                    "a",
+                    b"{not json",
+                )
+            ],
+            raw=True,
+        )
+        await produce(
+            broker.bootstrap, app.input_topic, [("b", "boom"), ("b", "after"), ("c", "fine")]
+        )
         async with Topic(broker.bootstrap, app.output_topic) as out:
             outputs = decoded(await out.wait_for(2, 30, "outputs of the good records"))
         async with Topic(broker.bootstrap, app.dead_letter_topic) as dlq:
             dead = await dlq.wait_for(2, 30, "dead letters")
-        assert worker.metrics.registry.get_sample_value(
-            "agentstream_dead_letters_total", {"reason": "decode"}) == 1
-        assert worker.metrics.registry.get_sample_value(
-            "agentstream_dead_letters_total", {"reason": "action"}) == 1
+        assert (
+            worker.metrics.registry.get_sample_value(
+                "agentstream_dead_letters_total", {"reason": "decode"}
+            )
+            == 1
+        )
+        assert (
+            worker.metrics.registry.get_sample_value(
+                "agentstream_dead_letters_total", {"reason": "action"}
+            )
+            == 1
+        )
     assert sorted((k, v) for k, v, _ in outputs) == [("b", "after"), ("c", "fine")]
     by_reason = {dict(r.headers)["agentstream-reason"].decode(): r for r in dead}
     bad = by_reason["decode"]
@@ -146,8 +174,10 @@ async def test_bad_records_and_failing_actions_go_to_the_dead_letter_topic(
     assert headers["agentstream-error-type"] == "builtins.ValueError"
     assert headers["agentstream-error-message"] == "exploded on purpose"
     assert headers["agentstream-action"] == "run"
-    assert headers["agentstream-event-id"] == f"{app.input_topic}/{failed.partition}/" + \
-        headers["agentstream-source-offset"]
+    assert (
+        headers["agentstream-event-id"]
+        == f"{app.input_topic}/{failed.partition}/" + headers["agentstream-source-offset"]
+    )
 
 
 class Remember(Agent):
@@ -167,17 +197,19 @@ async def test_state_is_pruned_and_stays_bounded(
     keys = [f"k{i}" for i in range(30)]
     sizes = []
     async with running(app) as worker:
+        store = worker.store
+
+        def counts() -> tuple[int, int]:
+            parts = store.assigned()
+            return (
+                sum(store.count(p, b"a") for p in parts),
+                sum(store.count(p, b"k") for p in parts),
+            )
+
         async with Topic(broker.bootstrap, app.output_topic) as out:
             for round_ in range(1, 21):
                 await produce(broker.bootstrap, app.input_topic, [(k, round_) for k in keys])
                 await out.wait_for(len(keys) * round_, 30, f"outputs of round {round_}")
-                store = worker.store
-
-                def counts() -> tuple[int, int]:
-                    parts = store.assigned()
-                    return (sum(store.count(p, b"a") for p in parts),
-                            sum(store.count(p, b"k") for p in parts))
-
                 await wait_until(lambda: counts()[0] == 0, 10, "action state to be pruned")
                 sizes.append(counts())
         outputs = decoded(out.records)
@@ -209,26 +241,34 @@ async def test_watermark_held_back_by_in_flight_input(
         await producer.start()
         values = ["a", "slow", "c", "d", "e"]
         for i, value in enumerate(values):
-            await producer.send_and_wait(app.input_topic, json.dumps(value).encode(),
-                                         key=value.encode(), timestamp_ms=1000 + i)
+            await producer.send_and_wait(
+                app.input_topic,
+                json.dumps(value).encode(),
+                key=value.encode(),
+                timestamp_ms=1000 + i,
+            )
         await producer.stop()
         gauge = worker.metrics.registry.get_sample_value
         async with Topic(broker.bootstrap, app.output_topic) as out:
             await out.wait_for(4, 30, "outputs of the fast inputs")
-            await wait_until(lambda: gauge("agentstream_watermark_ms", {"partition": "0"})
-                             == 1000, 10, "watermark at the first input")
+            await wait_until(
+                lambda: gauge("agentstream_watermark_ms", {"partition": "0"}) == 1000,
+                10,
+                "watermark at the first input",
+            )
             release.set()
             records = await out.wait_for(5, 30, "the stalled output")
-            await wait_until(lambda: gauge("agentstream_watermark_ms", {"partition": "0"})
-                             == 1004, 10, "watermark to pass the stalled input")
+            await wait_until(
+                lambda: gauge("agentstream_watermark_ms", {"partition": "0"}) == 1004,
+                10,
+                "watermark to pass the stalled input",
+            )
     marks = {r.value: int(dict(r.headers)[HEADER_WATERMARK]) for r in records}
     assert all(m <= 1000 for v, m in marks.items() if v != b'"slow"')
     assert {r.timestamp for r in records} == {1000, 1001, 1002, 1003, 1004}
 
 
-async def test_metrics_and_health_endpoints(
-    broker: EmbeddedBroker, make_app: AppFactory
-) -> None:
+async def test_metrics_and_health_endpoints(broker: EmbeddedBroker, make_app: AppFactory) -> None:
     app = make_app(Remember())
     worker = Worker(app)
     port = free_port()

@@ -169,8 +169,9 @@ json_values = st.recursive(
     | st.floats(allow_nan=False)
     | st.text()
     | st.binary(),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -204,11 +205,24 @@ def test_memory_values_round_trip(value: Any) -> None:
     payload=json_values,
 )
 def test_events_round_trip(
-    text: str, count: int, when: dt.datetime, tags: list[str], extra_map: dict[str, int],
+    text: str,
+    count: int,
+    when: dt.datetime,
+    tags: list[str],
+    extra_map: dict[str, int],
     payload: Any,
 ) -> None:
-    event = Rich(text=text, count=count, when=when, tags=tags, extra_map=extra_map,
-                 id="e", parent_id="p", source_timestamp=5, undeclared=payload)
+    event = Rich(
+        text=text,
+        count=count,
+        when=when,
+        tags=tags,
+        extra_map=extra_map,
+        id="e",
+        parent_id="p",
+        source_timestamp=5,
+        undeclared=payload,
+    )
     back = unpack_event(pack_event(event))
     assert type(back) is Rich
     assert back == event

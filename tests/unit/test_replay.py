@@ -77,9 +77,12 @@ def test_rerun_with_same_store_skips_completed_actions() -> None:
     out2 = runner.run([("k", "q1"), ("j", "q2")])
     assert sorted(out2) == sorted(out1)
     assert second == {}, "completed actions ran again"
-    assert runner.metrics.registry.get_sample_value(
-        "agentstream_actions_replayed_total", {"action": "ask"}
-    ) == 2
+    assert (
+        runner.metrics.registry.get_sample_value(
+            "agentstream_actions_replayed_total", {"action": "ask"}
+        )
+        == 2
+    )
     record = runner.key_state.get("k")
     assert record is not None and record.memory is not None
     memory_seen.append(record.memory["values"])
@@ -137,9 +140,12 @@ def test_durable_calls_of_unfinished_action_return_recorded_results() -> None:
     runner = LocalRunner(Flaky().add_resource("crash", {"on": False}), action_state_store=store)
     assert runner.run([("k", 1)]) == [("k", ["first-result", "second-result"])]
     assert CALLS == {"first": 1, "second": 1}, "a recorded durable call ran again"
-    assert runner.metrics.registry.get_sample_value(
-        "agentstream_durable_calls_replayed_total", {"action": "call"}
-    ) == 2
+    assert (
+        runner.metrics.registry.get_sample_value(
+            "agentstream_durable_calls_replayed_total", {"action": "call"}
+        )
+        == 2
+    )
 
 
 def test_recorded_exception_is_reraised_as_durable_execution_error() -> None:
