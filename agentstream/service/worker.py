@@ -235,15 +235,16 @@ class Worker:
             while not self.stopped.is_set():
                 batch = await self._consumer.getmany(timeout_ms=self.settings.fetch_wait_ms * 4)
                 for tp, messages in batch.items():
-                    if tp.partition not in self._assigned:
-                        continue
-                    if tp.topic == self.app.input_topic:
-                        for message in messages:
-                            await self._on_input_message(message)
-                    else:
-                        for message in messages:
-                            await self._on_internal_message(message)
-                    self._positions[tp] = messages[-1].offset + 1
+                    handle = (
+                        self._on_input_message
+                        if tp.topic == self.app.input_topic
+                        else self._on_internal_message
+                    )
+                    for message in messages:
+                        if tp.partition not in self._assigned:
+                            break  # revoked while this batch was being handled
+                        await handle(message)
+                        self._positions[tp] = message.offset + 1
         except asyncio.CancelledError:
             raise
         except Exception as exc:
