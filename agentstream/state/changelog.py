@@ -1,0 +1,674 @@
+"""Partitioned RocksDB state with a Kafka changelog: agentstream's tables.
+
+One :class:`ChangelogStore` holds one app's key-value state, partitioned like the input
+topic. Each assigned partition ``p`` has its own RocksDB database at
+``data_dir/partition-{p}``, and partition ``p`` of the changelog topic records every change
+made to it. The changelog is the truth; the database is a cache of it that may be lost at
+any time and is rebuilt from the changelog.
+
+Design note::
+
+    put / delete ──► pending[p]: key -> (version, value | None)
+                     (last write wins; a re-put moves the key to the end)
+                          │  every flush_interval_s, or flush()
+                          ▼
+                     produce to changelog[p], in pending order (acks=all)
+                          │  all of p's records acked
+                          ▼
+                     one RocksDB WriteBatch on p's database: the records, plus the meta
+                     key "applied up to changelog offset N"
+                          │
+                          ▼
+                     drop the pending entries whose version did not change meanwhile
+
+- Reads see the pending writes first, then the database (read-your-writes).
+- Coalescing: between two flushes only the last value of a key is produced.
+- The database only ever holds acked changes, and the meta offset is written in the same
+  WriteBatch as the changes, so "database + changelog from meta offset + 1" is always the
+  whole state.
+- Recovery (:meth:`ChangelogStore.assign`) reads changelog[p] from meta offset + 1 (from the
+  beginning for a new database) up to its end and applies it in batches; tombstones delete.
+  The end comes from the Fetch response (its last stable offset, which is the high
+  watermark unless transactions are open), not from ListOffsets, which undercounts on the
+  embedded broker. If the meta offset lies beyond the changelog's end, the database belongs
+  to another changelog (e.g. the embedded broker restarted empty): it is discarded and
+  rebuilt.
+- A produce error that aiokafka reports as retriable is retried with backoff; any other
+  error fails the store: :meth:`ChangelogStore.flush` raises it (the background flusher
+  logs it) and later writes are refused. Nothing is dropped silently.
+- At-least-once: commit an input offset only after :meth:`ChangelogStore.flush` returned
+  for the state changes that input caused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError, KafkaTimeoutError, OffsetOutOfRangeError
+from rocksdict import Options, Rdict, WriteBatch
+
+from agentstream.errors import AgentStreamError, BrokerError
+
+__all__ = [
+    "ChangelogStore",
+    "PartitionNotAssignedError",
+    "RecoveryStats",
+    "StateStoreError",
+]
+
+logger = logging.getLogger(__name__)
+
+_META_CF = "agentstream-meta"
+_APPLIED_OFFSET = b"changelog-offset"
+# Small but never 0 (a 0 ms fetch returns nothing on the embedded broker). A real Kafka
+# answers as soon as data is there, so this only bounds the wait at the changelog's end.
+_RECOVERY_FETCH_MAX_WAIT_MS = 20
+_RETRY_BACKOFF_S = (0.05, 2.0)  # first and largest delay between flush attempts
+_RECOVERY_STALL_WARNING_S = 10.0
+
+
+class StateStoreError(AgentStreamError):
+    """The local state failed (RocksDB), or the store is used in a wrong state."""
+
+
+class PartitionNotAssignedError(StateStoreError, LookupError):
+    """State of a partition that is not (or not yet, or no longer) assigned was accessed.
+
+    Attributes:
+        partition: the partition.
+        topic: the changelog topic.
+    """
+
+    def __init__(self, partition: int, topic: str):
+        self.partition = partition
+        self.topic = topic
+        super().__init__(
+            f"partition {partition} of the store changelogged to {topic!r} is not assigned; "
+            "access state only for partitions passed to assign() and not revoked since"
+        )
+
+
+@dataclass(frozen=True)
+class RecoveryStats:
+    """What the last recovery of one partition did.
+
+    Attributes:
+        partition: the partition.
+        start_offset: the first changelog offset read.
+        end_offset: the changelog's end recovered up to (exclusive).
+        records: changelog records applied to the local database.
+        reset: the local database was discarded because it was ahead of the changelog.
+        duration_s: wall time of the recovery.
+    """
+
+    partition: int
+    start_offset: int
+    end_offset: int
+    records: int
+    reset: bool
+    duration_s: float
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    return options
+
+
+class _PartitionDB:
+    """One partition's RocksDB database and its applied changelog offset."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.db = Rdict(str(path), _options(), column_families={_META_CF: _options()})
+        except Exception as exc:
+            raise StateStoreError(
+                f"cannot open the state database {path}: {exc} (is another store or an "
+                "unfinished scan() still holding it?)"
+            ) from exc
+        self._meta = self.db.get_column_family(_META_CF)
+        self._meta_handle = self.db.get_column_family_handle(_META_CF)
+        raw = self._meta.get(_APPLIED_OFFSET)
+        # The last changelog offset applied; None for a new database.
+        self.offset: int | None = None if raw is None else int.from_bytes(raw, "big")
+
+    def is_empty(self) -> bool:
+        return next(iter(self.db.keys()), None) is None
+
+    def write(self, changes: Iterable[tuple[bytes, bytes | None]], offset: int) -> None:
+        """Apply changes and record ``offset`` as applied, atomically."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(_APPLIED_OFFSET, offset.to_bytes(8, "big"), self._meta_handle)
+        self.db.write(batch)
+        self.offset = offset
+
+    def close(self) -> None:
+        # Every handle keeps RocksDB (and its LOCK file) alive: drop them all.
+        self._meta.close()
+        del self._meta_handle
+        self.db.close()
+
+    def destroy(self) -> None:
+        self.close()
+        Rdict.destroy(str(self.path), _options())
+
+
+_Pending = dict[bytes, tuple[int, bytes | None]]  # key -> (version, value or tombstone)
+
+
+class ChangelogStore:
+    """Key-value state per partition in RocksDB, changelogged to a Kafka topic.
+
+    Reads and writes are synchronous and never block; writes are buffered and a background
+    task produces them to the changelog. Use from one event loop only.
+
+    Args:
+        data_dir: the directory holding one database per partition.
+        changelog_topic: the changelog topic, created beforehand with as many partitions as
+            the input topic (e.g. with ``ensure_topics``; compacted on a real Kafka).
+        bootstrap: ``host:port[,host:port...]``.
+        client_kwargs: settings for the recovery consumers (the store fixes their group,
+            offset reset, isolation level and fetch wait) and, when the store creates its
+            own producer, for that producer too: then only settings both accept
+            (security, SASL, client_id, timeouts).
+        producer: a started producer to share (the store neither starts nor stops it; it
+            must use ``acks="all"`` for the changelog to be durable on a real Kafka). The
+            store creates its own when None.
+        flush_interval_s: how long writes are buffered (and coalesced) before the
+            background flush.
+    """
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        changelog_topic: str,
+        bootstrap: str,
+        client_kwargs: Mapping[str, Any] | None = None,
+        producer: AIOKafkaProducer | None = None,
+        flush_interval_s: float = 0.05,
+    ) -> None:
+        self._data_dir = Path(data_dir)
+        self._topic = changelog_topic
+        self._bootstrap = bootstrap
+        self._client_kwargs = dict(client_kwargs or {})
+        self._producer = producer
+        self._owns_producer = producer is None
+        self._flush_interval_s = flush_interval_s
+        self._dbs: dict[int, _PartitionDB] = {}  # open databases
+        self._ready: set[int] = set()  # recovered, readable and writable
+        self._pending: dict[int, _Pending] = {}
+        self._versions = itertools.count()
+        self._recoveries: dict[int, RecoveryStats] = {}
+        self._dirty = asyncio.Event()
+        self._flush_lock = asyncio.Lock()
+        self._rebalance_lock = asyncio.Lock()
+        self._flusher: asyncio.Task[None] | None = None
+        self._failure: AgentStreamError | None = None
+        self._started = False
+
+    @property
+    def changelog_topic(self) -> str:
+        return self._topic
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the producer (unless shared) and the background flusher."""
+        if self._started:
+            return
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        if self._owns_producer:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._bootstrap, **{"acks": "all", **self._client_kwargs}
+            )
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                raise BrokerError(
+                    f"cannot connect to the broker at {self._bootstrap}: {exc!r}"
+                ) from exc
+            self._producer = producer
+        self._started = True
+        self._flusher = asyncio.create_task(self._flush_loop(), name=f"flush {self._topic}")
+
+    async def stop(self) -> None:
+        """Flush the pending writes, then close every database and the own producer.
+
+        A flush in progress is waited for, also while it retries an unreachable broker.
+        Do not call it concurrently with :meth:`assign` or :meth:`revoke`.
+
+        Raises:
+            BrokerError: the final flush failed (the databases are closed anyway).
+        """
+        if not self._started:
+            return
+        try:
+            if self._flusher is not None:
+                async with self._flush_lock:  # never interrupt a flush half-way
+                    self._flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._flusher
+                self._flusher = None
+            if self._failure is None:
+                await self.flush()
+        finally:
+            lost = sum(len(pending) for pending in self._pending.values())
+            if lost:
+                logger.error(
+                    "changelog %s: store stopped with %d unpersisted writes after: %s",
+                    self._topic,
+                    lost,
+                    self._failure,
+                )
+            for db in self._dbs.values():
+                db.close()
+            self._dbs.clear()
+            self._ready.clear()
+            self._pending.clear()
+            if self._owns_producer and self._producer is not None:
+                producer, self._producer = self._producer, None
+                await producer.stop()
+            self._started = False
+
+    # -- assignment and recovery -------------------------------------------------------
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """Open the partitions' databases and recover them from the changelog.
+
+        Returns when every partition is caught up with its changelog's end; only then are
+        they readable and writable. Already assigned partitions are left as they are.
+        """
+        async with self._rebalance_lock:
+            self._check_started()
+            new = sorted(set(partitions) - self._ready)
+            if not new:
+                return
+            try:
+                for partition in new:
+                    if partition < 0:
+                        raise ValueError(f"partition must be >= 0, not {partition}")
+                    if partition not in self._dbs:
+                        self._dbs[partition] = self._open(partition)
+                await self._recover(new)
+            except BaseException:
+                for partition in new:
+                    db = self._dbs.pop(partition, None)
+                    if db is not None:
+                        db.close()
+                raise
+            self._ready.update(new)
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Flush, then close the partitions' databases (their state stays on disk)."""
+        async with self._rebalance_lock:
+            gone = [p for p in set(partitions) if p in self._dbs]
+            if not gone:
+                return
+            self._ready.difference_update(gone)  # no reads or writes from here on
+            try:
+                if self._failure is None:
+                    await self.flush()
+            finally:
+                for partition in gone:
+                    self._dbs.pop(partition).close()
+                    if lost := self._pending.pop(partition, None):
+                        logger.error(
+                            "changelog %s[%d]: revoked with %d unpersisted writes after: %s",
+                            self._topic,
+                            partition,
+                            len(lost),
+                            self._failure,
+                        )
+
+    def assigned(self) -> frozenset[int]:
+        """The partitions that are recovered and readable/writable."""
+        return frozenset(self._ready)
+
+    def last_recovery(self, partition: int) -> RecoveryStats | None:
+        """What the last :meth:`assign` of ``partition`` read from the changelog."""
+        return self._recoveries.get(partition)
+
+    def _open(self, partition: int) -> _PartitionDB:
+        db = _PartitionDB(self._data_dir / f"partition-{partition}")
+        if db.offset is None and not db.is_empty():
+            # Data without an applied offset was not written by this store: rebuild.
+            logger.warning("%s has data but no changelog offset; rebuilding it", db.path)
+            db.destroy()
+            db = _PartitionDB(db.path)
+        return db
+
+    def _reset(self, partition: int, highwater: int | None) -> None:
+        db = self._dbs.pop(partition)
+        logger.warning(
+            "%s was applied up to offset %s of changelog %s[%d], which is outside the log "
+            "(high watermark %s): the local state is not from this changelog (was the broker "
+            "reset?); discarding it and rebuilding it from the changelog",
+            db.path,
+            db.offset,
+            self._topic,
+            partition,
+            "unknown" if highwater is None else highwater,
+        )
+        db.destroy()
+        self._dbs[partition] = _PartitionDB(db.path)
+
+    async def _recover(self, partitions: Sequence[int]) -> None:
+        # A consumer per recovery, stopped with its assignment in place: aiokafka 0.14's
+        # fetcher can swallow its own cancellation (and stop() then hangs forever) when a
+        # consumer is stopped just after unsubscribe() or a change of assignment.
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            **{
+                **self._client_kwargs,
+                "group_id": None,
+                "enable_auto_commit": False,
+                # An offset outside the log raises (we then rebuild from the changelog)
+                # instead of silently jumping to the beginning or the end.
+                "auto_offset_reset": "none",
+                # Skips aborted transactional writes; the same as read_uncommitted for a
+                # changelog written without transactions.
+                "isolation_level": "read_committed",
+                "fetch_max_wait_ms": _RECOVERY_FETCH_MAX_WAIT_MS,
+            },
+        )
+        tps = {p: TopicPartition(self._topic, p) for p in partitions}
+        started = time.monotonic()
+        try:
+            await consumer.start()
+            consumer.assign(list(tps.values()))
+            start: dict[int, int] = {}
+            applied = dict.fromkeys(partitions, 0)
+            reset: set[int] = set()
+
+            async def seek(partition: int) -> None:
+                tp, offset = tps[partition], self._dbs[partition].offset
+                if offset is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, offset + 1)
+                start[partition] = await consumer.position(tp)
+
+            def rebuild(partition: int, highwater: int | None) -> None:
+                self._reset(partition, highwater)
+                reset.add(partition)
+                applied[partition] = 0
+
+            for partition in partitions:
+                await seek(partition)
+            remaining = dict(tps)
+            warn_at = started + _RECOVERY_STALL_WARNING_S
+            while remaining:
+                try:
+                    fetched = await consumer.getmany(
+                        *remaining.values(), timeout_ms=_RECOVERY_FETCH_MAX_WAIT_MS
+                    )
+                except OffsetOutOfRangeError as exc:  # a real Kafka: offset outside the log
+                    for tp in exc.args[0]:
+                        rebuild(tp.partition, None)
+                        await seek(tp.partition)
+                    continue
+                for tp, records in fetched.items():
+                    changes = [(r.key, r.value) for r in records if r.key is not None]
+                    self._dbs[tp.partition].write(changes, records[-1].offset)
+                    applied[tp.partition] += len(changes)
+                # The end comes from the last Fetch response: its high watermark and last
+                # stable offset (equal without transactions). aiokafka records them from
+                # every successful response, also an empty one, so an empty changelog
+                # ends here too; they are None until the first response.
+                for partition, tp in list(remaining.items()):
+                    highwater = consumer.highwater(tp)
+                    if highwater is None:
+                        continue
+                    end = consumer.last_stable_offset(tp)
+                    end = highwater if end is None else end
+                    position = await consumer.position(tp)
+                    if position > highwater:  # the embedded broker: offset beyond the log
+                        rebuild(partition, highwater)
+                        await seek(partition)
+                    elif position >= end:
+                        del remaining[partition]
+                        consumer.pause(tp)
+                        self._recoveries[partition] = RecoveryStats(
+                            partition=partition,
+                            start_offset=start[partition],
+                            end_offset=end,
+                            records=applied[partition],
+                            reset=partition in reset,
+                            duration_s=time.monotonic() - started,
+                        )
+                        logger.info("changelog %s: %s", self._topic, self._recoveries[partition])
+                if remaining and time.monotonic() > warn_at:
+                    warn_at += _RECOVERY_STALL_WARNING_S
+                    logger.warning(
+                        "changelog %s: recovery of partitions %s still waiting for the "
+                        "broker after %.0f s (does the topic exist with enough partitions?)",
+                        self._topic,
+                        sorted(remaining),
+                        time.monotonic() - started,
+                    )
+        except KafkaError as exc:
+            raise BrokerError(
+                f"recovering partitions {list(partitions)} of changelog {self._topic!r} "
+                f"failed: {exc!r}"
+            ) from exc
+        finally:
+            await consumer.stop()
+
+    # -- reads and writes --------------------------------------------------------------
+
+    def get(self, partition: int, key: bytes) -> bytes | None:
+        """The value of ``key``, including writes not yet flushed; None if absent."""
+        db = self._readable(partition)
+        entry = self._pending.get(partition, {}).get(key)
+        if entry is not None:
+            return entry[1]
+        value: bytes | None = db.db.get(key)
+        return value
+
+    def put(self, partition: int, key: bytes, value: bytes) -> None:
+        """Set ``key`` to ``value``; buffered, produced to the changelog in the background."""
+        if not isinstance(value, bytes):
+            raise TypeError(f"value must be bytes, not {type(value).__name__}")
+        self._write(partition, key, value)
+
+    def delete(self, partition: int, key: bytes) -> None:
+        """Delete ``key`` (a tombstone in the changelog)."""
+        self._write(partition, key, None)
+
+    def scan(self, partition: int, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """The items whose key starts with ``prefix``, in key order, pending writes included.
+
+        The view is taken when scan() is called. Exhaust or drop the iterator before the
+        partition is revoked: it keeps the database open.
+        """
+        db = self._readable(partition)
+        pending = sorted(
+            (key, value)
+            for key, (_, value) in self._pending.get(partition, {}).items()
+            if key.startswith(prefix)
+        )
+        return _merge(db.db.items(from_key=prefix), prefix, pending)
+
+    def count(self, partition: int, prefix: bytes = b"") -> int:
+        """The number of keys starting with ``prefix``."""
+        return sum(1 for _ in self.scan(partition, prefix))
+
+    def _readable(self, partition: int) -> _PartitionDB:
+        if partition not in self._ready:
+            raise PartitionNotAssignedError(partition, self._topic)
+        return self._dbs[partition]
+
+    def _write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        if not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes, not {type(key).__name__}")
+        self._raise_if_failed()
+        self._readable(partition)
+        pending = self._pending.setdefault(partition, {})
+        pending.pop(key, None)  # a re-put moves the key to the end
+        pending[key] = (next(self._versions), value)
+        self._dirty.set()
+
+    # -- flushing ----------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Return when every write made before the call is acked and applied to RocksDB.
+
+        Retriable produce errors are retried (with backoff, for as long as it takes).
+
+        Raises:
+            BrokerError: a non-retriable produce error; the store is failed from then on.
+            StateStoreError: RocksDB failed; the store is failed from then on.
+        """
+        async with self._flush_lock:
+            delay = _RETRY_BACKOFF_S[0]
+            while True:
+                self._raise_if_failed()
+                try:
+                    await self._flush_pending()
+                    return
+                except AgentStreamError as exc:
+                    self._fail(exc)
+                    raise
+                except Exception as exc:
+                    if not _is_retriable(exc):
+                        raise self._fail(exc) from exc
+                    logger.warning(
+                        "changelog %s: produce failed (%r); retrying in %.2f s",
+                        self._topic,
+                        exc,
+                        delay,
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_BACKOFF_S[1])
+
+    async def _flush_pending(self) -> None:
+        # Snapshot: (partition, [(key, version, value)]) in each key's last-write order.
+        batches = [
+            (partition, [(key, version, value) for key, (version, value) in pending.items()])
+            for partition, pending in self._pending.items()
+            if pending
+        ]
+        if not batches:
+            return
+        producer = self._producer
+        assert producer is not None
+        sent: list[tuple[int, list[tuple[bytes, int, bytes | None]], list[Any]]] = []
+        error: BaseException | None = None
+        for partition, entries in batches:
+            futures: list[Any] = []
+            try:
+                for key, _, value in entries:
+                    futures.append(
+                        await producer.send(self._topic, value, key=key, partition=partition)
+                    )
+            except Exception as exc:
+                error = exc
+                await asyncio.gather(*futures, return_exceptions=True)  # retrieve their errors
+                break
+            sent.append((partition, entries, futures))
+        for partition, entries, futures in sent:
+            results = await asyncio.gather(*futures, return_exceptions=True)
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if failed:
+                error = error or failed[0]
+                continue  # stays pending, produced again by the next flush
+            offsets = [r.offset for r in results if not isinstance(r, BaseException)]
+            try:
+                self._dbs[partition].write(
+                    ((key, value) for key, _, value in entries), max(offsets)
+                )
+            except Exception as exc:
+                raise StateStoreError(
+                    f"applying changelog {self._topic}[{partition}] to RocksDB failed: {exc}"
+                ) from exc
+            pending = self._pending[partition]
+            for key, version, _ in entries:
+                entry = pending.get(key)
+                if entry is not None and entry[0] == version:
+                    del pending[key]
+        if error is not None:
+            raise error
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self._flush_interval_s)  # coalescing window
+            self._dirty.clear()
+            try:
+                await self.flush()
+            except AgentStreamError:
+                return  # logged by _fail; flush() and writes raise it from now on
+
+    def _fail(self, exc: BaseException) -> AgentStreamError:
+        if isinstance(exc, AgentStreamError):
+            failure = exc
+        else:
+            failure = BrokerError(
+                f"producing to changelog {self._topic!r} failed: {exc!r}; the store refuses "
+                "further writes and its unflushed writes are not persisted: restart the worker"
+            )
+        self._failure = failure
+        logger.error("changelog %s: store failed: %s", self._topic, failure, exc_info=exc)
+        return failure
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            raise type(self._failure)(
+                f"the store changelogged to {self._topic!r} failed earlier: {self._failure}"
+            ) from self._failure
+
+    def _check_started(self) -> None:
+        if not self._started:
+            raise StateStoreError(f"the store changelogged to {self._topic!r} is not started")
+
+
+def _is_retriable(exc: BaseException) -> bool:
+    # KafkaTimeoutError: a batch expired while the broker was unreachable; try again.
+    return isinstance(exc, KafkaTimeoutError) or (
+        isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+    )
+
+
+def _merge(
+    stored: Iterable[Any],
+    prefix: bytes,
+    pending: list[tuple[bytes, bytes | None]],
+) -> Iterator[tuple[bytes, bytes]]:
+    """Merge the database's items from ``prefix`` on with the sorted pending entries."""
+    i = 0
+    for key, value in stored:
+        if not key.startswith(prefix):
+            break
+        while i < len(pending) and pending[i][0] < key:
+            pending_key, pending_value = pending[i]
+            i += 1
+            if pending_value is not None:
+                yield pending_key, pending_value
+        if i < len(pending) and pending[i][0] == key:
+            pending_value = pending[i][1]
+            i += 1
+            if pending_value is not None:
+                yield key, pending_value
+            continue
+        yield key, value
+    for pending_key, pending_value in pending[i:]:
+        if pending_value is not None:
+            yield pending_key, pending_value
