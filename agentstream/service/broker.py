@@ -76,6 +76,10 @@ EMBEDDED_BROKER_CLIENT_SETTINGS: Mapping[ClientKind, Mapping[str, Any]] = Mappin
                 # through a topic pays about half of this. Never 0: a 0 ms fetch returns
                 # nothing on Tansu.
                 "fetch_max_wait_ms": 20,
+                # A JoinGroup sent while a SIGKILLed member's session is expiring is
+                # sometimes never answered; Kafka's 40 s request timeout then stalls the
+                # restart for over a minute. Retry after 5 s instead (> session timeout).
+                "request_timeout_ms": 5000,
             }
         ),
         "producer": MappingProxyType(
