@@ -27,6 +27,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check agentstream tests examples
 	$(BIN)/ruff format --check agentstream tests examples
 	$(BIN)/mypy
+	$(BIN)/ruff check docs
+	$(BIN)/ruff format --check docs
+	$(BIN)/python docs/gen_cli.py --check
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/yamllint --strict -c deploy/.yamllint.yaml deploy
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose/docker-compose.yml
+	$(BIN)/kubernetes-validate --strict --quiet --no-warn -k 1.28 deploy/k8s/*.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.kafka
