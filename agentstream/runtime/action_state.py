@@ -113,17 +113,28 @@ class ActionStateStore(Protocol):
 
 
 class InMemoryActionStateStore:
-    """A real in-memory :class:`ActionStateStore` (records are kept serialized)."""
+    """A real in-memory :class:`ActionStateStore`.
 
-    def __init__(self) -> None:
-        self._data: dict[Hashable, dict[int, dict[tuple[str, str], bytes]]] = {}
+    States are immutable and hold only serialized payloads (events are packed, memory
+    values were copied through the serializer, call results pickled), so they are kept as
+    objects; ``serialize=True`` round-trips every state through bytes instead.
+    """
+
+    def __init__(self, *, serialize: bool = False) -> None:
+        self._serialize = serialize
+        self._data: dict[Hashable, dict[int, dict[tuple[str, str], Any]]] = {}
 
     def get(self, key: Hashable, seq: int, action: str, event_id: str) -> ActionState | None:
-        raw = self._data.get(key, {}).get(seq, {}).get((action, event_id))
-        return None if raw is None else ActionState.from_bytes(raw)
+        seqs = self._data.get(key)
+        runs = seqs.get(seq) if seqs else None
+        found = runs.get((action, event_id)) if runs else None
+        if found is None or not self._serialize:
+            return found
+        return ActionState.from_bytes(found)
 
     def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
-        self._data.setdefault(key, {}).setdefault(seq, {})[(action, event_id)] = state.to_bytes()
+        value = state.to_bytes() if self._serialize else state
+        self._data.setdefault(key, {}).setdefault(seq, {})[(action, event_id)] = value
 
     def prune(self, key: Hashable, seq: int) -> None:
         seqs = self._data.get(key)

@@ -31,11 +31,11 @@ import inspect
 import itertools
 import logging
 import time
+import types
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable, Iterable
 from concurrent.futures import Executor
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -97,6 +97,28 @@ class _KeyRun:
         return {"short": self.short, "sensory": self.sensory}
 
 
+@types.coroutine
+def _adopt(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
+    """Continue a coroutine, already stepped once by hand, inside a task.
+
+    The future it yielded is passed up to the task unchanged, so the task waits on it
+    exactly as if it had run the coroutine from the start.
+    """
+    while True:
+        try:
+            sent = yield waiting_on
+        except BaseException as exc:  # cancellation and the like go to the coroutine
+            try:
+                waiting_on = coro.throw(exc)
+            except StopIteration:
+                return
+        else:
+            try:
+                waiting_on = coro.send(sent)
+            except StopIteration:
+                return
+
+
 class Operator:
     """Processes keyed inputs with Flink Agents' event-processing semantics."""
 
@@ -131,6 +153,7 @@ class Operator:
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._executor = executor
         self._barrier = barrier
+        self._children: dict[tuple[int, str], Any] = {}
         self._runners: dict[Hashable, asyncio.Task[None]] = {}
         self._runs: dict[Hashable, _KeyRun] = {}
         self._finished: list[tuple[Hashable, int]] = []
@@ -237,8 +260,18 @@ class Operator:
     # -- the key runner ------------------------------------------------------------
 
     def _start(self, key: Hashable) -> None:
-        self._runners[key] = asyncio.create_task(self._run_key(key), name=f"key:{key!r}")
+        """Run the key's input inline until it first waits; only then give it a task.
+
+        An input whose actions never wait (sync actions, in-memory state) is processed
+        without creating a task or a trip through the event loop.
+        """
         self.metrics.busy_keys.inc()
+        coro = self._run_key(key)
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration:
+            return
+        self._runners[key] = asyncio.create_task(_adopt(coro, waiting_on), name=f"key:{key!r}")
 
     async def _run_key(self, key: Hashable) -> None:
         try:
@@ -255,15 +288,24 @@ class Operator:
                     sensory=MemoryStore("sensory"),
                 )
                 self._runs[key] = run
-                async with AsyncExitStack() as stack:
-                    if self._max_concurrency:
-                        await stack.enter_async_context(self._semaphore())
+                if self._max_concurrency:
+                    async with self._semaphore():
+                        await self._process_input(run)
+                else:
                     await self._process_input(run)
                 self._finish_input(key, run)
         finally:
             self._runs.pop(key, None)
             self._runners.pop(key, None)
             self.metrics.busy_keys.dec()
+
+    def _child(self, metric: Any, value: str) -> Any:
+        """``metric.labels(value)``, cached: prometheus' own lookup is slow on a hot path."""
+        key = (id(metric), value)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(value)
+        return child
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -284,7 +326,7 @@ class Operator:
         record = run.record
         watermark = self.event_time.finished(record.partition, record.timestamp)
         if watermark is not None:
-            self.metrics.watermark_ms.labels(partition=str(record.partition)).set(watermark)
+            self._child(self.metrics.watermark_ms, str(record.partition)).set(watermark)
 
     async def _process_input(self, run: _KeyRun) -> None:
         record = run.record
@@ -305,7 +347,7 @@ class Operator:
     async def _process_event(self, run: _KeyRun, event: Event, sender: str | None) -> None:
         if self._event_logger is not None:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
-        self.metrics.events_processed.labels(event_type=type(event).type_name()).inc()
+        self._child(self.metrics.events_processed, type(event).type_name()).inc()
         if isinstance(event, OutputEvent):
             watermark = self.event_time.watermark(run.record.partition)
             await self._output.emit(run.key, event, run.record, watermark)
@@ -347,7 +389,7 @@ class Operator:
             store.put(key, seq, name, event_id, ActionState(completed=False, calls=calls))
 
         def on_replayed_call() -> None:
-            self.metrics.durable_calls_replayed.labels(action=name).inc()
+            self._child(self.metrics.durable_calls_replayed, name).inc()
 
         return RunnerContextImpl(
             agent=self.agent,
@@ -378,7 +420,7 @@ class Operator:
                 events=tuple(unpack_event(e) for e in state.sent_events),
             )
             apply_updates(run.stores, list(outcome.memory_updates))
-            self.metrics.actions_replayed.labels(action=action.name).inc()
+            self._child(self.metrics.actions_replayed, action.name).inc()
         else:
             short_before, sensory_before = run.short.copy(), run.sensory.copy()
             ctx = self._context(run, action, event, state, run.short, run.sensory)
@@ -390,14 +432,14 @@ class Operator:
             except Exception as exc:
                 run.short.restore(short_before)
                 run.sensory.restore(sensory_before)
-                self.metrics.action_failures.labels(action=action.name).inc()
+                self._child(self.metrics.action_failures, action.name).inc()
                 await self._fail(
                     run, ActionExecutionError(run.key, action.name, event.id, run.seq, exc), event
                 )
                 return
             finally:
                 ctx.close()
-                self.metrics.action_duration_seconds.labels(action=action.name).observe(
+                self._child(self.metrics.action_duration_seconds, action.name).observe(
                     time.perf_counter() - started
                 )
             state = ActionState(
@@ -410,7 +452,7 @@ class Operator:
             if self._barrier is not None:
                 # Durable before its events move on: a completed action never runs again.
                 await self._barrier()
-            self.metrics.actions_executed.labels(action=action.name).inc()
+            self._child(self.metrics.actions_executed, action.name).inc()
             outcome = ActionRun(False, state.memory_updates, tuple(ctx.events))
             if self._always_replay:
                 try:

@@ -95,17 +95,21 @@ class KeyStateBackend(Protocol):
 
 
 class InMemoryKeyState:
-    """A real in-memory :class:`KeyStateBackend`; records round-trip through bytes."""
+    """A real in-memory :class:`KeyStateBackend`.
+
+    Records are kept as objects (the operator replaces a record with ``put`` after each
+    change and never mutates a stored one afterwards); their serialization is exercised
+    by the changelogged backend and the contract tests.
+    """
 
     def __init__(self) -> None:
-        self._data: dict[Hashable, bytes] = {}
+        self._data: dict[Hashable, KeyRecord] = {}
 
     def get(self, key: Hashable) -> KeyRecord | None:
-        raw = self._data.get(key)
-        return None if raw is None else KeyRecord.from_bytes(raw)
+        return self._data.get(key)
 
     def put(self, key: Hashable, record: KeyRecord) -> None:
-        self._data[key] = record.to_bytes()
+        self._data[key] = record
 
     def keys(self) -> Iterator[Hashable]:
         return iter(list(self._data))
