@@ -7,6 +7,7 @@ Everything else is refused with :class:`SerializationError` at the point it is h
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -21,6 +22,9 @@ __all__ = ["decode_event", "dumps", "encode_event", "loads", "pack_event", "unpa
 def _default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
         return list(value)
+    if isinstance(value, Iterator):
+        # Serializing would consume it (and never end for an infinite one).
+        raise TypeError(f"cannot serialize an iterator ({type(value).__name__})")
     try:
         return to_jsonable_python(value)
     except PydanticSerializationError as exc:

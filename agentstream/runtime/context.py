@@ -19,6 +19,7 @@ import functools
 import hashlib
 import inspect
 import pickle
+import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -27,9 +28,9 @@ from agentstream.api.agent import Action, Agent
 from agentstream.api.context import MemoryObject, Reconciler, RunnerContext
 from agentstream.api.events import Event, InputEvent, derive_event_id
 from agentstream.api.metrics import MetricGroup
-from agentstream.errors import DurableExecutionError, SerializationError
+from agentstream.errors import ContextThreadError, DurableExecutionError, SerializationError
 from agentstream.runtime.action_state import ActionState, CallRecord
-from agentstream.runtime.memory import MemoryStore, MemoryUpdate, StoreMemoryObject, thread_guard
+from agentstream.runtime.memory import MemoryStore, MemoryUpdate, StoreMemoryObject
 from agentstream.serde import dumps, pack_event
 
 __all__ = ["ReplayMismatch", "RunnerContextImpl", "fn_id"]
@@ -78,6 +79,7 @@ class RunnerContextImpl(RunnerContext):
         verify: bool = False,
         on_replayed_call: Callable[[], None] | None = None,
         barrier: Callable[[], Awaitable[None]] | None = None,
+        before_write: Callable[[], None] | None = None,
     ):
         self._agent = agent
         self._action = action
@@ -94,21 +96,23 @@ class RunnerContextImpl(RunnerContext):
         self._verify = verify
         self._on_replayed_call = on_replayed_call
         self._barrier = barrier
-        self._check_thread = thread_guard("RunnerContext")
+        self._thread = threading.get_ident()
         self._closed = False
         self.updates: list[MemoryUpdate] = []
         self.events: list[Event] = []
         self.packed_events: list[bytes] = []
         self.calls: list[CallRecord] = []
-        self._memory = {
-            scope: StoreMemoryObject(store, "", self.updates.append, self._check)
-            for scope, store in self._stores.items()
-        }
+        self._before_write = before_write
+        self._memory: dict[str, StoreMemoryObject] = {}
 
     # -- guards -----------------------------------------------------------------
 
     def _check(self) -> None:
-        self._check_thread()
+        if threading.get_ident() != self._thread:
+            raise ContextThreadError(
+                "RunnerContext used from another thread; it belongs to the event loop's "
+                "thread. Return values from the thread-pool function and use them in the action."
+            )
         if self._closed:
             raise RuntimeError(
                 f"the context of action {self._action.name!r} was used after the action finished"
@@ -133,13 +137,16 @@ class RunnerContextImpl(RunnerContext):
             raise TypeError(f"send_event takes an Event, got {type(event).__name__}")
         if isinstance(event, InputEvent):
             raise TypeError("actions cannot send InputEvent; define an event type instead")
-        sent = event.model_copy(
-            update={
-                "id": derive_event_id(str(self._event.id), self._action.name, len(self.events)),
-                "parent_id": self._event.id,
-                "source_timestamp": self._event.source_timestamp,
-            }
-        )
+        identity = {
+            "id": derive_event_id(str(self._event.id), self._action.name, len(self.events)),
+            "parent_id": self._event.id,
+            "source_timestamp": self._event.source_timestamp,
+        }
+        if event.id is None and all(e is not event for e in self.events):
+            sent = event  # a fresh event: stamp it in place (cheaper than a copy)
+            sent.__dict__.update(identity)
+        else:
+            sent = event.model_copy(update=identity)
         packed = pack_event(sent)  # raises SerializationError on the spot
         self.events.append(sent)
         self.packed_events.append(packed)
@@ -147,12 +154,20 @@ class RunnerContextImpl(RunnerContext):
     @property
     def short_term_memory(self) -> MemoryObject:
         self._check()
-        return self._memory["short"]
+        return self._memory_object("short")
 
     @property
     def sensory_memory(self) -> MemoryObject:
         self._check()
-        return self._memory["sensory"]
+        return self._memory_object("sensory")
+
+    def _memory_object(self, scope: str) -> StoreMemoryObject:
+        found = self._memory.get(scope)
+        if found is None:
+            found = self._memory[scope] = StoreMemoryObject(
+                self._stores[scope], "", self.updates.append, self._check, self._before_write
+            )
+        return found
 
     def get_resource(self, name: str) -> Any:
         self._check()

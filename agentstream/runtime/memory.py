@@ -8,12 +8,11 @@ later mutation of the caller's object out of memory.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 from agentstream.api.context import MemoryObject
-from agentstream.errors import ContextThreadError, SerializationError
+from agentstream.errors import SerializationError
 from agentstream.serde import dumps, loads
 
 __all__ = ["MemoryStore", "MemoryUpdate", "StoreMemoryObject", "apply_updates"]
@@ -100,7 +99,7 @@ def apply_updates(stores: dict[str, MemoryStore], updates: list[MemoryUpdate]) -
 class StoreMemoryObject(MemoryObject):
     """A view of a :class:`MemoryStore` at a path, recording writes through ``record``."""
 
-    __slots__ = ("_check", "_prefix", "_record", "_store")
+    __slots__ = ("_before_write", "_check", "_prefix", "_record", "_store")
 
     def __init__(
         self,
@@ -108,14 +107,16 @@ class StoreMemoryObject(MemoryObject):
         prefix: str,
         record: Callable[[MemoryUpdate], None],
         check: Callable[[], None],
+        before_write: Callable[[], None] | None = None,
     ):
         self._store = store
         self._prefix = prefix
         self._record = record
         self._check = check
+        self._before_write = before_write
 
     def _child(self, path: str) -> StoreMemoryObject:
-        return StoreMemoryObject(self._store, path, self._record, self._check)
+        return StoreMemoryObject(self._store, path, self._record, self._check, self._before_write)
 
     def get(self, path: str) -> Any:
         self._check()
@@ -131,6 +132,8 @@ class StoreMemoryObject(MemoryObject):
         full = _join(self._prefix, path)
         copied = loads(dumps(value, what=f"memory value at {full!r}"))
         update: MemoryUpdate = ("set", self._store.scope, full, copied)
+        if self._before_write is not None:
+            self._before_write()
         self._store.apply(update)
         self._record(update)
 
@@ -142,6 +145,8 @@ class StoreMemoryObject(MemoryObject):
         if full in self._store.values and not overwrite:
             raise ValueError(f"{full!r} holds a value; pass overwrite=True to replace it")
         update: MemoryUpdate = ("obj", self._store.scope, full, None)
+        if self._before_write is not None:
+            self._before_write()
         self._store.apply(update)
         self._record(update)
         return self._child(full)
@@ -160,17 +165,3 @@ class StoreMemoryObject(MemoryObject):
 
     def __repr__(self) -> str:
         return f"<MemoryObject {self._store.scope}:{self._prefix or '<root>'}>"
-
-
-def thread_guard(owner: str) -> Callable[[], None]:
-    """A check that raises :class:`ContextThreadError` off the creating thread."""
-    thread = threading.get_ident()
-
-    def check() -> None:
-        if threading.get_ident() != thread:
-            raise ContextThreadError(
-                f"{owner} used from another thread; it belongs to the event loop's thread. "
-                "Return values from the thread-pool function and use them in the action."
-            )
-
-    return check

@@ -33,7 +33,7 @@ import logging
 import time
 import types
 import uuid
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable, Iterable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -154,6 +154,9 @@ class Operator:
         self._executor = executor
         self._barrier = barrier
         self._children: dict[tuple[int, str], Any] = {}
+        # Per-event counts are tallied in a dict (a Prometheus inc takes a lock) and moved
+        # to the counters by flush_metrics().
+        self._tally: defaultdict[tuple[Any, str | None], int] = defaultdict(int)
         self._runners: dict[Hashable, asyncio.Task[None]] = {}
         self._runs: dict[Hashable, _KeyRun] = {}
         self._finished: list[tuple[Hashable, int]] = []
@@ -299,6 +302,12 @@ class Operator:
             self._runners.pop(key, None)
             self.metrics.busy_keys.dec()
 
+    def flush_metrics(self) -> None:
+        """Move the hot-path counts into the Prometheus counters (call before a scrape)."""
+        tally, self._tally = self._tally, defaultdict(int)
+        for (metric, label), count in tally.items():
+            (metric if label is None else self._child(metric, label)).inc(count)
+
     def _child(self, metric: Any, value: str) -> Any:
         """``metric.labels(value)``, cached: prometheus' own lookup is slow on a hot path."""
         key = (id(metric), value)
@@ -347,11 +356,11 @@ class Operator:
     async def _process_event(self, run: _KeyRun, event: Event, sender: str | None) -> None:
         if self._event_logger is not None:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
-        self._child(self.metrics.events_processed, type(event).type_name()).inc()
+        self._tally[(self.metrics.events_processed, type(event).type_name())] += 1
         if isinstance(event, OutputEvent):
             watermark = self.event_time.watermark(run.record.partition)
             await self._output.emit(run.key, event, run.record, watermark)
-            self.metrics.outputs_emitted.inc()
+            self._tally[(self.metrics.outputs_emitted, None)] += 1
             return
         for action in self.agent.actions_for(type(event)):
             run.tasks.append((action, event))
@@ -375,6 +384,7 @@ class Operator:
         short: MemoryStore,
         sensory: MemoryStore,
         verify: bool = False,
+        before_write: Callable[[], None] | None = None,
     ) -> RunnerContextImpl:
         store, key, seq, name, event_id = (
             self.action_states,
@@ -408,6 +418,7 @@ class Operator:
             verify=verify,
             on_replayed_call=None if verify else on_replayed_call,
             barrier=None if verify else self._barrier,
+            before_write=before_write,
         )
 
     async def _run_task(self, run: _KeyRun, action: Action, event: Event) -> None:
@@ -422,16 +433,28 @@ class Operator:
             apply_updates(run.stores, list(outcome.memory_updates))
             self._child(self.metrics.actions_replayed, action.name).inc()
         else:
-            short_before, sensory_before = run.short.copy(), run.sensory.copy()
-            ctx = self._context(run, action, event, state, run.short, run.sensory)
+            # Memory is snapshotted before the action's first write (eagerly when always
+            # replaying), so that a failed action's writes can be rolled back.
+            snapshot: list[MemoryStore] = []
+
+            def before_write() -> None:
+                if not snapshot:
+                    snapshot.extend((run.short.copy(), run.sensory.copy()))
+
+            if self._always_replay:
+                before_write()
+            ctx = self._context(
+                run, action, event, state, run.short, run.sensory, before_write=before_write
+            )
             started = time.perf_counter()
             try:
                 result = action.fn(event, ctx)
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:
-                run.short.restore(short_before)
-                run.sensory.restore(sensory_before)
+                if snapshot:
+                    run.short.restore(snapshot[0])
+                    run.sensory.restore(snapshot[1])
                 self._child(self.metrics.action_failures, action.name).inc()
                 await self._fail(
                     run, ActionExecutionError(run.key, action.name, event.id, run.seq, exc), event
@@ -452,13 +475,11 @@ class Operator:
             if self._barrier is not None:
                 # Durable before its events move on: a completed action never runs again.
                 await self._barrier()
-            self._child(self.metrics.actions_executed, action.name).inc()
+            self._tally[(self.metrics.actions_executed, action.name)] += 1
             outcome = ActionRun(False, state.memory_updates, tuple(ctx.events))
             if self._always_replay:
                 try:
-                    outcome = await self._replay_check(
-                        run, action, event, short_before, sensory_before
-                    )
+                    outcome = await self._replay_check(run, action, event, *snapshot)
                 except ReplayMismatch as exc:
                     await self._fail(
                         run,

@@ -3,7 +3,8 @@
     app = AgentApp("greeter", agent=Greeter(), input_topic="greeter-in",
                    output_topic="greeter-out")
 
-Topics (all created with ``partitions`` partitions, except an existing output topic):
+Topics (created with ``partitions`` partitions when missing; an existing output or
+dead-letter topic is used as it is, the others must match):
 ``input_topic``, ``output_topic``, ``<name>-events`` (internal, co-partitioned with the
 input), ``<name>-state-changelog`` (the changelog of every table, co-partitioned) and the
 dead-letter topic (``<name>-dead-letters`` unless set).

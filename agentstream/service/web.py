@@ -1,4 +1,4 @@
-"""The worker's HTTP endpoints: ``/metrics`` (Prometheus text) and ``/health``."""
+"""The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/health`` (ready), ``/live``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class WebServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/live", self._live)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
@@ -32,8 +33,15 @@ class WebServer:
             await self._runner.cleanup()
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        self._worker.flush_metrics()
         body = render(self._worker.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _live(self, request: web.Request) -> web.Response:
+        """Liveness: the process serves and has not failed (recovery may be under way)."""
+        if self._worker.error is not None:
+            return web.json_response({"status": "failed"}, status=503)
+        return web.json_response({"status": "alive"}, status=200)
 
     async def _health(self, request: web.Request) -> web.Response:
         worker = self._worker

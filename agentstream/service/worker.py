@@ -118,15 +118,34 @@ class Worker:
         assert self._store is not None, "worker not started"
         return self._store
 
+    def flush_metrics(self) -> None:
+        """Bring the runtime's hot-path counters up to date (before a scrape)."""
+        if self._operator is not None:
+            self._operator.flush_metrics()
+
     async def start(self) -> None:
         s, app = self.settings, self.app
         try:
+            topics = app.topics()
+            # Input, internal events and changelog must be co-partitioned: strict.
             await ensure_topics(
                 self._bootstrap,
-                app.topics(),
+                {t: topics[t] for t in (app.input_topic, app.internal_topic, app.changelog_topic)},
                 replication_factor=s.replication_factor,
                 client_kwargs=self._client,
+                topic_configs={app.changelog_topic: {"cleanup.policy": "compact"}},
             )
+            # Output and dead letters: created if missing; an existing one may differ.
+            for topic in (app.output_topic, app.dead_letter_topic):
+                try:
+                    await ensure_topics(
+                        self._bootstrap,
+                        {topic: topics[topic]},
+                        replication_factor=s.replication_factor,
+                        client_kwargs=self._client,
+                    )
+                except ConfigurationError as exc:
+                    log.info("using existing topic %s as it is: %s", topic, exc)
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self._bootstrap,
                 acks="all",

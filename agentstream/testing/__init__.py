@@ -141,8 +141,8 @@ class LocalRunner:
         failures = len(operator.failures)
         for item in inputs:
             operator.on_input(self._record(item))
-            await asyncio.sleep(0)
         await operator.drain()
+        operator.flush_metrics()
         if self._auto_prune:
             operator.prune()
         new_errors = operator.failures[failures:]

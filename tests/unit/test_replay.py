@@ -285,3 +285,15 @@ def test_always_replay_reports_non_deterministic_actions() -> None:
     with pytest.raises(NonDeterministicActionError) as info:
         LocalRunner(Random(), always_replay=True).run([("k", 1)])
     assert info.value.action == "run" and "sent" in info.value.detail
+
+
+def test_durable_call_arguments_are_not_consumed() -> None:
+    """An iterator argument is digested by its repr, never iterated by the runtime."""
+    import itertools
+
+    class A(Agent):
+        @action(InputEvent)
+        def run(event: InputEvent, ctx: RunnerContext) -> None:
+            ctx.send_event(OutputEvent(output=ctx.durable_execute(next, itertools.count(5))))
+
+    assert LocalRunner(A()).run([("k", 1)]) == [("k", 5)]
