@@ -252,6 +252,7 @@ class Worker:
         assert self._consumer is not None
         try:
             while not self.stopped.is_set():
+                await self.ready.wait()  # no records while partitions are being recovered
                 batch = await self._consumer.getmany(timeout_ms=self.settings.fetch_wait_ms * 4)
                 for tp, messages in batch.items():
                     handle = (
@@ -261,7 +262,12 @@ class Worker:
                     )
                     for message in messages:
                         if tp.partition not in self._assigned:
-                            break  # revoked while this batch was being handled
+                            # The fetcher ran ahead of a rebalance. If the partition is (being)
+                            # assigned to us, read this record again once its state is
+                            # recovered; if it was revoked, its new owner reads it.
+                            if tp in self._consumer.assignment():
+                                self._consumer.seek(tp, message.offset)
+                            break
                         await handle(message)
                         self._positions[tp] = message.offset + 1
         except asyncio.CancelledError:

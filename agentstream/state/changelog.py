@@ -214,7 +214,10 @@ class ChangelogStore:
         self._dbs: dict[int, _PartitionDB] = {}  # open databases
         self._ready: set[int] = set()  # recovered, readable and writable
         self._pending: dict[int, _Pending] = {}
-        self._versions = itertools.count()
+        self._versions = itertools.count(1)
+        self._last_version = 0  # version of the latest write
+        self._durable_version = 0  # every write up to this version is flushed
+        self._flush_task: asyncio.Task[None] | None = None
         self._recoveries: dict[int, RecoveryStats] = {}
         self._dirty = asyncio.Event()
         self._flush_lock = asyncio.Lock()
@@ -523,7 +526,8 @@ class ChangelogStore:
         self._readable(partition)
         pending = self._pending.setdefault(partition, {})
         pending.pop(key, None)  # a re-put moves the key to the end
-        pending[key] = (next(self._versions), value)
+        self._last_version = version = next(self._versions)
+        pending[key] = (version, value)
         self._dirty.set()
 
     # -- flushing ----------------------------------------------------------------------
@@ -531,18 +535,34 @@ class ChangelogStore:
     async def flush(self) -> None:
         """Return when every write made before the call is acked and applied to RocksDB.
 
+        Group commit: concurrent callers share flushes. A caller waits for the flush in
+        progress and, if its writes came after that flush began, for the next one, which
+        carries everything written meanwhile; so a thousand keys waiting for durability
+        cost a few produce round trips, not a thousand.
+
         Retriable produce errors are retried (with backoff, for as long as it takes).
 
         Raises:
             BrokerError: a non-retriable produce error; the store is failed from then on.
             StateStoreError: RocksDB failed; the store is failed from then on.
         """
+        target = self._last_version
+        while self._durable_version < target:
+            self._raise_if_failed()
+            if self._flush_task is None or self._flush_task.done():
+                self._flush_task = asyncio.create_task(self._flush_round())
+            await asyncio.shield(self._flush_task)
+
+    async def _flush_round(self) -> None:
+        """One flush of everything pending, retrying transient errors."""
         async with self._flush_lock:
+            covered = self._last_version
             delay = _RETRY_BACKOFF_S[0]
             while True:
                 self._raise_if_failed()
                 try:
                     await self._flush_pending()
+                    self._durable_version = max(self._durable_version, covered)
                     return
                 except AgentStreamError as exc:
                     self._fail(exc)

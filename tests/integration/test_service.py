@@ -303,3 +303,23 @@ async def test_metrics_and_health_endpoints(broker: EmbeddedBroker, make_app: Ap
     finally:
         await worker.stop()
         await server.stop()
+
+
+async def test_records_waiting_before_the_worker_starts_are_all_processed(
+    broker: EmbeddedBroker, make_app: AppFactory
+) -> None:
+    """Scenario: 3,000 records over 300 keys are in the input topic before any worker runs
+    (the fetcher may run ahead of partition recovery). We expect: every one is processed,
+    in order per key."""
+    from agentstream.service.broker import ensure_topics
+
+    app = make_app(Remember())
+    await ensure_topics(broker.bootstrap, app.topics())
+    inputs = [(f"k{i % 300}", i) for i in range(3000)]
+    await produce(broker.bootstrap, app.input_topic, inputs)
+    async with running(app):
+        async with Topic(broker.bootstrap, app.output_topic) as out:
+            records = await out.wait_for(len(inputs), 60, "outputs")
+    outputs = decoded(records)
+    assert len(outputs) == len(inputs)
+    assert [v for k, v, _ in outputs if k == "k7"] == list(range(1, 11))
