@@ -317,9 +317,8 @@ async def test_records_waiting_before_the_worker_starts_are_all_processed(
     await ensure_topics(broker.bootstrap, app.topics())
     inputs = [(f"k{i % 300}", i) for i in range(3000)]
     await produce(broker.bootstrap, app.input_topic, inputs)
-    async with running(app):
-        async with Topic(broker.bootstrap, app.output_topic) as out:
-            records = await out.wait_for(len(inputs), 60, "outputs")
+    async with running(app), Topic(broker.bootstrap, app.output_topic) as out:
+        records = await out.wait_for(len(inputs), 60, "outputs")
     outputs = decoded(records)
     assert len(outputs) == len(inputs)
     assert [v for k, v, _ in outputs if k == "k7"] == list(range(1, 11))
