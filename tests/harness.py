@@ -164,6 +164,19 @@ class Topic:
             self.records.extend(messages)
         return self.records
 
+    async def wait_for_values(
+        self, wanted: set[tuple[str, Any]], timeout: float, what: str = "outputs"
+    ) -> list[Any]:
+        """Wait until every (key, JSON value's "value" field) in ``wanted`` has arrived
+        (duplicates do not count twice)."""
+
+        async def complete() -> bool:
+            seen = {(k, v["value"]) for k, v, _ in decoded(await self.poll())}
+            return wanted <= seen
+
+        await wait_until(complete, timeout, f"{len(wanted)} distinct {what}")
+        return self.records
+
     async def wait_for(self, count: int, timeout: float, what: str = "records") -> list[Any]:
         async def enough() -> bool:
             return len(await self.poll()) >= count

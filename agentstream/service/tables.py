@@ -38,6 +38,9 @@ class KeyPartitions:
     def set(self, key: Hashable, partition: int) -> None:
         self._of[key] = partition
 
+    def get(self, key: Hashable) -> int | None:
+        return self._of.get(key)
+
     def __getitem__(self, key: Hashable) -> int:
         try:
             return self._of[key]
@@ -51,18 +54,37 @@ class KeyPartitions:
 
 
 class ChangelogKeyState:
-    """:class:`KeyStateBackend` over the changelogged store."""
+    """:class:`KeyStateBackend` over the changelogged store.
+
+    Records of busy keys (an input in flight) are also kept decoded in memory, since
+    they change several times per input; idle keys live only in RocksDB, so the Python
+    heap is bounded by the keys in flight, not by all keys ever seen.
+    """
 
     def __init__(self, store: ChangelogStore, partitions: KeyPartitions):
         self._store = store
         self._partitions = partitions
+        self._busy: dict[Hashable, KeyRecord] = {}
 
     def get(self, key: Hashable) -> KeyRecord | None:
+        record = self._busy.get(key)
+        if record is not None:
+            return record
         raw = self._store.get(self._partitions[key], _KEY + _key_bytes(key))
         return None if raw is None else KeyRecord.from_bytes(raw)
 
     def put(self, key: Hashable, record: KeyRecord) -> None:
         self._store.put(self._partitions[key], _KEY + _key_bytes(key), record.to_bytes())
+        if record.current is None:
+            self._busy.pop(key, None)
+        else:
+            self._busy[key] = record
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop cached records of partitions that moved away."""
+        doomed = frozenset(partitions)
+        for key in [k for k in self._busy if self._partitions.get(k) in doomed]:
+            del self._busy[key]
 
     def keys(self) -> Iterator[Hashable]:
         for partition in sorted(self._store.assigned()):
@@ -104,12 +126,30 @@ class ChangelogActionStateStore:
         self._store.put(self._partitions[key], self._slot(key, seq), dumps(runs))
 
     def prune(self, key: Hashable, seq: int) -> None:
+        """Drop the action state of ``key``'s input ``seq``.
+
+        The operator prunes every finished input, one by one, so older inputs are gone
+        already; deleting the one slot keeps pruning O(1) instead of a prefix scan.
+        """
         partition = self._partitions[key]
-        prefix = _ACTION + _key_bytes(key) + b"\0"
-        for raw_key, _ in list(self._store.scan(partition, prefix)):
-            (old,) = struct.unpack(">Q", raw_key[len(prefix) :])
-            if old <= seq:
-                self._store.delete(partition, raw_key)
+        slot = self._slot(key, seq)
+        if self._store.get(partition, slot) is not None:
+            self._store.delete(partition, slot)
+
+    def collect_garbage(self, partition: int, key_state: ChangelogKeyState) -> int:
+        """Delete action state of inputs that finished but were never pruned (the worker
+        died between an input's end and the next commit). Returns how many went."""
+        doomed = []
+        for raw_key, _ in self._store.scan(partition, _ACTION):
+            key = loads(raw_key[len(_ACTION) : -9])
+            (seq,) = struct.unpack(">Q", raw_key[-8:])
+            self._partitions.set(key, partition)
+            record = key_state.get(key)
+            if record is None or seq < record.seq or (record.current is None and seq == record.seq):
+                doomed.append(raw_key)
+        for raw_key in doomed:
+            self._store.delete(partition, raw_key)
+        return len(doomed)
 
     def count(self, partition: int) -> int:
         return self._store.count(partition, _ACTION)

@@ -465,6 +465,8 @@ class Worker:
         await self.store.revoke(parts)
         for p in parts:
             self.operator.event_time.forget(p)
+        assert self._key_state is not None
+        self._key_state.forget(parts)
         self._partitions.forget(parts)
         self._assigned -= parts
         self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
@@ -481,8 +483,12 @@ class Worker:
         await self.store.assign(parts)
         self._assigned |= parts
         assert self._key_state is not None
-        resumed = 0
+        assert self._action_states is not None
+        resumed = collected = 0
         for p in sorted(parts):
             resumed += self.operator.resume(list(self._key_state.keys_of(p)))
+            collected += self._action_states.collect_garbage(p, self._key_state)
+        if collected:
+            log.info("dropped the action state of %d inputs finished before a crash", collected)
         log.info("assigned partitions %s; resumed %d keys in flight", sorted(parts), resumed)
         self.ready.set()

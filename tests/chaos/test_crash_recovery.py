@@ -100,7 +100,7 @@ async def test_sigkill_repeatedly_loses_nothing_and_never_reruns_completed_work(
         assert replayed >= len(KEYS), f"restart #{restart} replayed {replayed} first actions"
     (tmp_path / "gate").touch()
     async with Topic(broker.bootstrap, env["E2E_OUT"]) as out:
-        records = await out.wait_for(len(batch1 + batch2), 60, "outputs")
+        records = await out.wait_for_values(set(batch1 + batch2), 60)
     _assert_outputs(records, batch1 + batch2)
     _assert_exactly_once_effects(tmp_path, batch1 + batch2)
 
@@ -122,7 +122,7 @@ async def test_kill_while_streaming_loses_nothing(
             await out.wait_for(target, 60, f"outputs before kill #{kill}")
             worker.kill()
             worker = await cluster("a").ready()
-        records = await out.wait_for(len(inputs), 90, "every output")
+        records = await out.wait_for_values(set(inputs), 90, "outputs of every input")
     _assert_outputs(records, inputs)
     seen = effects(tmp_path)
     for key, value in inputs:
@@ -167,7 +167,7 @@ async def test_failover_to_second_worker(
     )
     (tmp_path / "gate").touch()
     async with Topic(broker.bootstrap, env["E2E_OUT"]) as out:
-        records = await out.wait_for(len(inputs), 60, "outputs")
+        records = await out.wait_for_values(set(inputs), 60)
     _assert_outputs(records, inputs)
     _assert_exactly_once_effects(tmp_path, inputs)
     assert two.metric("agentstream_actions_replayed_total", action="first") >= 1
