@@ -256,6 +256,7 @@ def demo(app_spec: str, data_dir: Path | None) -> None:
     from agentstream.service.client import run_demo
 
     app = load_app(app_spec)
+    logging.getLogger().setLevel(logging.WARNING)  # the demo shows records, not logs
     try:
         asyncio.run(run_demo(app, data_dir))
     except AgentStreamError as exc:
