@@ -281,13 +281,7 @@ class Worker:
         try:
             value = self._in_codec.decode(message.value) if message.value is not None else None
         except Exception as exc:
-            await self._dead_letter(
-                "decode",
-                message.key,
-                message.value,
-                exc,
-                source=(message.topic, message.partition, message.offset),
-            )
+            await self._undecodable(message, exc)
             return
         key = decode_key(message.key)
         self._partitions.set(key, message.partition)
@@ -302,18 +296,21 @@ class Worker:
             )
         )
 
+    async def _undecodable(self, message: Any, exc: Exception) -> None:
+        await self._dead_letter(
+            "decode",
+            message.key,
+            message.value,
+            exc,
+            source=(message.topic, message.partition, message.offset),
+        )
+
     async def _on_internal_message(self, message: Any) -> None:
         try:
             tag, sender, packed = loads(message.value)
             event = unpack_event(packed)
         except Exception as exc:
-            await self._dead_letter(
-                "decode",
-                message.key,
-                message.value,
-                exc,
-                source=(message.topic, message.partition, message.offset),
-            )
+            await self._undecodable(message, exc)
             return
         await self.operator.on_routed_event(decode_key(message.key), tag, event, sender)
 
