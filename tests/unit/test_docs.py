@@ -439,7 +439,8 @@ def test_k8s_statefulset_is_production_shaped() -> None:
     port_names = {p["name"]: p["containerPort"] for p in container["ports"]}
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         http = container[probe]["httpGet"]
-        assert http["path"] == "/health" and http["port"] in port_names, probe
+        wanted = "/live" if probe == "livenessProbe" else "/health"
+        assert http["path"] == wanted and http["port"] in port_names, probe
     assert port_names[container["readinessProbe"]["httpGet"]["port"]] == 6066
     assert {"requests", "limits"} <= set(container["resources"])
     [claim] = spec["volumeClaimTemplates"]
