@@ -285,6 +285,8 @@ async def test_metrics_and_health_endpoints(broker: EmbeddedBroker, make_app: Ap
     try:
         status, _ = await asyncio.to_thread(get, "/health")
         assert status == 503, "ready before recovery"
+        status, _ = await asyncio.to_thread(get, "/live")
+        assert status == 200, "a starting worker is alive"
         await worker.start()
         await asyncio.wait_for(worker.ready.wait(), 30)
         await produce(broker.bootstrap, app.input_topic, [("k", 1)])
