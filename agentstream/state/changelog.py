@@ -122,6 +122,10 @@ def _options() -> Options:
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     options.create_missing_column_families(True)
+    # One database per partition: RocksDB's 64 MiB memtables per database add up to most
+    # of a worker's memory. 16 MiB x 2 keeps writes batched and memory per partition small.
+    options.set_write_buffer_size(16 * 1024 * 1024)
+    options.set_max_write_buffer_number(2)
     return options
 
 
