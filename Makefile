@@ -36,9 +36,11 @@ lint: $(STAMP)
 	$(BIN)/kubernetes-validate --strict --quiet --no-warn -k 1.28 deploy/k8s/*.yaml
 
 bench: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.kafka
 
 bench-local: $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.local
 
 clean:

@@ -1,0 +1,100 @@
+"""The workload agents, run by ``agentstream worker benchmarks.agents:app``.
+
+Configured by environment (the benchmark sets it per run):
+
+- ``BENCH_WORKLOAD``: ``one`` | ``three`` | ``llm`` | ``count`` (default ``one``);
+- ``BENCH_APP``, ``BENCH_IN``, ``BENCH_OUT``: app id and topics;
+- ``BENCH_TAG_PID``: if set, outputs carry the worker's pid (restart measurement).
+
+Workloads (the input is a ~200-byte JSON object):
+
+- ``one``: InputEvent -> one action -> OutputEvent(input);
+- ``three``: InputEvent -> A -> StepB -> B -> StepC -> C -> OutputEvent, each action
+  incrementing its own short-term-memory counter of the key;
+- ``llm``: one action awaiting a simulated 1 s remote call through
+  ``ctx.durable_execute_async``;
+- ``count``: one action incrementing a short-term-memory counter (peak RSS per key).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from agentstream import Agent, AgentApp, Event, InputEvent, OutputEvent, RunnerContext, action
+
+_PID = os.getpid() if os.environ.get("BENCH_TAG_PID") else None
+
+
+def _output(value: Any) -> OutputEvent:
+    if _PID is not None:
+        value = {**value, "pid": _PID}
+    return OutputEvent(output=value)
+
+
+def _bump(ctx: RunnerContext, name: str) -> None:
+    memory = ctx.short_term_memory
+    memory.set(name, (memory.get(name) or 0) + 1)
+
+
+class One(Agent):
+    @action(InputEvent)
+    async def forward(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(_output(event.input))
+
+
+class StepB(Event):
+    value: Any
+
+
+class StepC(Event):
+    value: Any
+
+
+class Three(Agent):
+    @action(InputEvent)
+    async def a(event: InputEvent, ctx: RunnerContext) -> None:
+        _bump(ctx, "a")
+        ctx.send_event(StepB(value=event.input))
+
+    @action(StepB)
+    async def b(event: StepB, ctx: RunnerContext) -> None:
+        _bump(ctx, "b")
+        ctx.send_event(StepC(value=event.value))
+
+    @action(StepC)
+    async def c(event: StepC, ctx: RunnerContext) -> None:
+        _bump(ctx, "c")
+        ctx.send_event(_output(event.value))
+
+
+async def remote_call(value: Any) -> Any:
+    """A simulated LLM or tool call: one second of remote latency, no local CPU."""
+    await asyncio.sleep(1.0)
+    return value
+
+
+class Llm(Agent):
+    @action(InputEvent)
+    async def ask(event: InputEvent, ctx: RunnerContext) -> None:
+        answer = await ctx.durable_execute_async(remote_call, event.input)
+        ctx.send_event(_output(answer))
+
+
+class Count(Agent):
+    @action(InputEvent)
+    async def count(event: InputEvent, ctx: RunnerContext) -> None:
+        _bump(ctx, "n")
+        ctx.send_event(_output(event.input))
+
+
+WORKLOADS: dict[str, type[Agent]] = {"one": One, "three": Three, "llm": Llm, "count": Count}
+
+app = AgentApp(
+    os.environ.get("BENCH_APP", "bench"),
+    agent=WORKLOADS[os.environ.get("BENCH_WORKLOAD", "one")](),
+    input_topic=os.environ.get("BENCH_IN", "bench-in"),
+    output_topic=os.environ.get("BENCH_OUT", "bench-out"),
+    partitions=4,
+)
