@@ -160,6 +160,7 @@ class Operator:
         self._runners: dict[Hashable, asyncio.Task[None]] = {}
         self._runs: dict[Hashable, _KeyRun] = {}
         self._finished: list[tuple[Hashable, int]] = []
+        self.inputs_in_flight = 0  # accepted (running or pending) and not finished
         self._incarnation = uuid.uuid4().hex[:8]
         self._attempts = itertools.count()
         self._agent_metrics = self.metrics.agent_group(agent.name)
@@ -181,6 +182,7 @@ class Operator:
                 return False
             rec.last_offset = record.offset
         self.event_time.started(record.partition, record.timestamp)
+        self.inputs_in_flight += 1
         if rec.current is not None or key in self._runners:
             rec.pending.append(record)
             self.key_state.put(key, rec)
@@ -204,6 +206,7 @@ class Operator:
                 continue
             for record in (rec.current, *rec.pending):
                 self.event_time.started(record.partition, record.timestamp)
+                self.inputs_in_flight += 1
             self.metrics.pending_inputs.inc(len(rec.pending))
             self._start(key)
             resumed += 1
@@ -224,6 +227,7 @@ class Operator:
             rec = self.key_state.get(key)
             if rec is not None:
                 self.metrics.pending_inputs.dec(len(rec.pending))
+                self.inputs_in_flight -= 1 + len(rec.pending)
 
     def busy_keys(self) -> int:
         return len(self._runners)
@@ -332,6 +336,7 @@ class Operator:
             self.metrics.pending_inputs.dec()
         self.key_state.put(key, rec)
         self._finished.append((key, run.seq))
+        self.inputs_in_flight -= 1
         record = run.record
         watermark = self.event_time.finished(record.partition, record.timestamp)
         if watermark is not None:

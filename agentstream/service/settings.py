@@ -44,7 +44,10 @@ class Settings:
         None, "Dead-letter topic (default: '<app>-dead-letters')."
     )
     max_concurrency: int | None = _setting(
-        None, "Keys processed at once per worker (None: no cap)."
+        1000, "Keys processed at once per worker (None: no cap); more wait their turn."
+    )
+    max_buffered_inputs: int = _setting(
+        10_000, "Inputs accepted but not finished per worker before fetching pauses."
     )
     fetch_wait_ms: int = _setting(
         50, "Consumer fetch wait: every hop through a topic may wait this long (never 0)."

@@ -101,6 +101,7 @@ class Worker:
         self._partitions = KeyPartitions()
         self._positions: dict[TopicPartition, int] = {}
         self._assigned: set[int] = set()
+        self._paused = False
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(settings.thread_pool_size, "agentstream-durable")
         self._key_state: ChangelogKeyState | None = None
@@ -253,7 +254,11 @@ class Worker:
         try:
             while not self.stopped.is_set():
                 await self.ready.wait()  # no records while partitions are being recovered
-                batch = await self._consumer.getmany(timeout_ms=self.settings.fetch_wait_ms * 4)
+                self._apply_backpressure()
+                room = self.settings.max_buffered_inputs - self.operator.inputs_in_flight
+                batch = await self._consumer.getmany(
+                    timeout_ms=self.settings.fetch_wait_ms * 4, max_records=max(room, 100)
+                )
                 for tp, messages in batch.items():
                     handle = (
                         self._on_input_message
@@ -276,6 +281,23 @@ class Worker:
             log.exception("worker failed")
             self.error = exc
             self.stopped.set()
+
+    def _apply_backpressure(self) -> None:
+        """Pause the input partitions while too many inputs are unfinished.
+
+        Only the input topic pauses: the internal topic must keep flowing, since the
+        inputs in flight finish by consuming it.
+        """
+        assert self._consumer is not None
+        full = self.operator.inputs_in_flight >= self.settings.max_buffered_inputs
+        if full == self._paused:
+            return
+        inputs = [tp for tp in self._consumer.assignment() if tp.topic == self.app.input_topic]
+        if full:
+            self._consumer.pause(*inputs)
+        else:
+            self._consumer.resume(*inputs)
+        self._paused = full
 
     async def _on_input_message(self, message: Any) -> None:
         try:
@@ -479,6 +501,7 @@ class Worker:
             )
         await self.store.assign(parts)
         self._assigned |= parts
+        self._paused = False  # a new assignment starts unpaused
         assert self._key_state is not None
         assert self._action_states is not None
         resumed = collected = 0

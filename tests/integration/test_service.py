@@ -324,3 +324,33 @@ async def test_records_waiting_before_the_worker_starts_are_all_processed(
     outputs = decoded(records)
     assert len(outputs) == len(inputs)
     assert [v for k, v, _ in outputs if k == "k7"] == list(range(1, 11))
+
+
+async def test_backpressure_pauses_input_but_not_the_internal_topic(
+    broker: EmbeddedBroker, make_app: AppFactory
+) -> None:
+    """Scenario: a backlog of 400 inputs over 200 keys, at most 2 keys at once and at most
+    20 inputs taken at a time; every input hops the internal topic twice.
+    We expect: all outputs, in order per key; the buffer never holds far more than 20
+    inputs (one fetch may overshoot by its size); no deadlock on the internal topic."""
+    from agentstream.service.broker import ensure_topics
+
+    trace: list[str] = []
+    app = make_app(
+        Ordered().add_resource("trace", trace), max_concurrency=8, max_buffered_inputs=20
+    )
+    await ensure_topics(broker.bootstrap, app.topics())
+    inputs = [(f"k{i % 200}", i) for i in range(400)]
+    await produce(broker.bootstrap, app.input_topic, inputs)
+    peak = 0
+    async with running(app) as worker, Topic(broker.bootstrap, app.output_topic) as out:
+
+        async def done() -> bool:
+            nonlocal peak
+            peak = max(peak, worker.operator.inputs_in_flight)
+            return len(await out.poll()) >= len(inputs)
+
+        await wait_until(done, 90, "every output under backpressure", interval=0.01)
+    outputs = decoded(out.records)
+    assert [v for k, v, _ in outputs if k == "k3"] == [3, 203]
+    assert peak <= 20 + 100, f"{peak} inputs buffered"
