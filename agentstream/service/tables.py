@@ -74,7 +74,10 @@ class ChangelogKeyState:
         return None if raw is None else KeyRecord.from_bytes(raw)
 
     def put(self, key: Hashable, record: KeyRecord) -> None:
-        self._store.put(self._partitions[key], _KEY + _key_bytes(key), record.to_bytes())
+        # Deferred: a busy key's record changes with every input it accepts or finishes;
+        # only the state at flush time is encoded (a hot key's long pending queue would
+        # otherwise be re-encoded on every arrival).
+        self._store.put_deferred(self._partitions[key], _KEY + _key_bytes(key), record.to_bytes)
         if record.current is None:
             self._busy.pop(key, None)
         else:

@@ -47,7 +47,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,7 +173,8 @@ class _PartitionDB:
         Rdict.destroy(str(self.path), _options())
 
 
-_Pending = dict[bytes, tuple[int, bytes | None]]  # key -> (version, value or tombstone)
+# key -> (version, value, tombstone (None) or a deferred encoder of the value)
+_Pending = dict[bytes, tuple[int, "bytes | Callable[[], bytes] | None"]]
 
 
 class ChangelogStore:
@@ -484,11 +485,30 @@ class ChangelogStore:
     def get(self, partition: int, key: bytes) -> bytes | None:
         """The value of ``key``, including writes not yet flushed; None if absent."""
         db = self._readable(partition)
-        entry = self._pending.get(partition, {}).get(key)
+        pending = self._pending.get(partition)
+        entry = pending.get(key) if pending else None
         if entry is not None:
-            return entry[1]
+            return self._resolve(pending, key, entry)  # type: ignore[arg-type]
         value: bytes | None = db.db.get(key)
         return value
+
+    @staticmethod
+    def _resolve(
+        pending: _Pending, key: bytes, entry: tuple[int, bytes | Callable[[], bytes] | None]
+    ) -> bytes | None:
+        version, value = entry
+        if callable(value):
+            value = value()
+            pending[key] = (version, value)
+        return value
+
+    def put_deferred(self, partition: int, key: bytes, encode: Callable[[], bytes]) -> None:
+        """Like :meth:`put`, with the value encoded only when it is needed (read or flush).
+
+        For values rewritten many times between flushes (a busy key's bookkeeping): only
+        the last one is ever encoded. ``encode`` must return what the value is *now*.
+        """
+        self._write(partition, key, encode)
 
     def put(self, partition: int, key: bytes, value: bytes) -> None:
         """Set ``key`` to ``value``; buffered, produced to the changelog in the background."""
@@ -507,9 +527,10 @@ class ChangelogStore:
         partition is revoked: it keeps the database open.
         """
         db = self._readable(partition)
+        entries = self._pending.get(partition, {})
         pending = sorted(
-            (key, value)
-            for key, (_, value) in self._pending.get(partition, {}).items()
+            (key, self._resolve(entries, key, entry))
+            for key, entry in list(entries.items())
             if key.startswith(prefix)
         )
         return _merge(db.db.items(from_key=prefix), prefix, pending)
@@ -523,7 +544,7 @@ class ChangelogStore:
             raise PartitionNotAssignedError(partition, self._topic)
         return self._dbs[partition]
 
-    def _write(self, partition: int, key: bytes, value: bytes | None) -> None:
+    def _write(self, partition: int, key: bytes, value: bytes | Callable[[], bytes] | None) -> None:
         if not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
         self._raise_if_failed()
@@ -586,7 +607,13 @@ class ChangelogStore:
     async def _flush_pending(self) -> None:
         # Snapshot: (partition, [(key, version, value)]) in each key's last-write order.
         batches = [
-            (partition, [(key, version, value) for key, (version, value) in pending.items()])
+            (
+                partition,
+                [
+                    (key, entry[0], self._resolve(pending, key, entry))
+                    for key, entry in list(pending.items())
+                ],
+            )
             for partition, pending in self._pending.items()
             if pending
         ]

@@ -354,3 +354,17 @@ async def test_backpressure_pauses_input_but_not_the_internal_topic(
     outputs = decoded(out.records)
     assert [v for k, v, _ in outputs if k == "k3"] == [3, 203]
     assert peak <= 20 + 100, f"{peak} inputs buffered"
+
+
+async def test_hot_key_with_a_long_backlog(broker: EmbeddedBroker, make_app: AppFactory) -> None:
+    """Scenario: 1,500 inputs of one key wait in the topic (a long pending queue).
+    We expect: all processed in order; the key's record is not re-encoded per arrival
+    (which made this quadratic)."""
+    from agentstream.service.broker import ensure_topics
+
+    app = make_app(Remember())
+    await ensure_topics(broker.bootstrap, app.topics())
+    await produce(broker.bootstrap, app.input_topic, [("hot", i) for i in range(1500)])
+    async with running(app), Topic(broker.bootstrap, app.output_topic) as out:
+        records = await out.wait_for(1500, 90, "outputs of the hot key")
+    assert [v for _, v, _ in decoded(records)] == list(range(1, 1501))
