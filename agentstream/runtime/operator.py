@@ -120,7 +120,26 @@ def _adopt(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, A
 
 
 class Operator:
-    """Processes keyed inputs with Flink Agents' event-processing semantics."""
+    """Processes keyed inputs with Flink Agents' event-processing semantics.
+
+    Args:
+        agent: the agent whose actions run.
+        key_state: per-key bookkeeping (seq, current and pending inputs, memory).
+        action_states: where action runs are recorded for replay-skip.
+        output: receives OutputEvents.
+        router: carries other sent events through a topic; None processes them at once.
+        event_logger: receives one record per processed event.
+        metrics: built-in and user metrics (a fresh registry if None).
+        on_error: called with each ActionExecutionError (the service dead-letters); None
+            aborts the input and keeps the error in :attr:`failures`.
+        always_replay: after each action, rebuild from its record and re-run it to check
+            that it is deterministic.
+        max_concurrency: how many keys may process an input at once (None: no cap).
+        executor: thread pool for blocking ``durable_execute_async`` functions.
+        barrier: awaited after an action or durable call is recorded, before anything
+            depends on it: the service makes the record durable there, so a completed
+            action or call is never run again after a crash.
+    """
 
     def __init__(
         self,
