@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -33,7 +34,7 @@ from aiokafka.errors import KafkaError
 
 from agentstream.api.events import Event, OutputEvent
 from agentstream.errors import ActionExecutionError, BrokerError, ConfigurationError
-from agentstream.observability.eventlog import EventLogger, create_event_logger
+from agentstream.observability.eventlog import EventLogger, EventLogRecord, create_event_logger
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime.operator import Operator
 from agentstream.runtime.records import InputRecord
@@ -44,7 +45,7 @@ from agentstream.service.codecs import codec_for, decode_key, encode_key
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState, KeyPartitions
 from agentstream.state.changelog import ChangelogStore
 
-__all__ = ["HEADER_EVENT_ID", "HEADER_WATERMARK", "NO_WATERMARK", "Worker"]
+__all__ = ["HEADER_EVENT_ID", "HEADER_WATERMARK", "NO_WATERMARK", "DeadLettered", "Worker"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,15 @@ HEADER_EVENT_ID = "agentstream-event-id"
 HEADER_WATERMARK = "agentstream-watermark"
 NO_WATERMARK = -(2**63)
 """Watermark header value before any input of the partition has finished (Flink's)."""
+
+
+class DeadLettered(Event):
+    """The event-log record of a record or action sent to the dead-letter topic."""
+
+    reason: str
+    error_type: str
+    error_message: str
+    source: str | None = None
 
 
 def _h(value: Any) -> bytes:
@@ -436,6 +446,22 @@ class Worker:
         )
         await delivery
         self.metrics.dead_letters.labels(reason=reason).inc()
+        if self._event_logger is not None:
+            self._event_logger.append(
+                EventLogRecord(
+                    time.time(),
+                    decode_key(key),
+                    -1 if seq is None else seq,
+                    DeadLettered(
+                        id=event_id,
+                        reason=reason,
+                        error_type=f"{kind.__module__}.{kind.__qualname__}",
+                        error_message=str(exc),
+                        source="/".join(map(str, source)) if source else None,
+                    ),
+                    action,
+                )
+            )
 
     # -- commits, rebalances ------------------------------------------------------------
 

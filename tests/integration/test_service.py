@@ -129,9 +129,14 @@ class Breaking(Agent):
 
 
 async def test_bad_records_and_failing_actions_go_to_the_dead_letter_topic(
-    broker: EmbeddedBroker, make_app: AppFactory
+    broker: EmbeddedBroker, make_app: AppFactory, tmp_path: Path
 ) -> None:
+    from agentstream.observability.eventlog import EventLoggerConfig, read_event_log
+    from agentstream.service.worker import DeadLettered
+
+    log_path = tmp_path / "events.jsonl"
     app = make_app(Breaking())
+    app.event_log = EventLoggerConfig(path=str(log_path), flush="always")
     async with running(app, web=True) as worker:
         await produce(
             broker.bootstrap,
@@ -164,6 +169,11 @@ async def test_bad_records_and_failing_actions_go_to_the_dead_letter_topic(
             == 1
         )
     assert sorted((k, v) for k, v, _ in outputs) == [("b", "after"), ("c", "fine")]
+    logged = [r for r in read_event_log(log_path) if isinstance(r.event, DeadLettered)]
+    assert sorted((r.key, r.event.reason, r.action) for r in logged) == [
+        ("a", "decode", None),
+        ("b", "action", "run"),
+    ]
     by_reason = {dict(r.headers)["agentstream-reason"].decode(): r for r in dead}
     bad = by_reason["decode"]
     assert bad.key == b"a" and bad.value == b"{not json"
