@@ -180,6 +180,7 @@ def test_operations_lists_every_dead_letter_header() -> None:
         _producer=StubProducer(),
         app=SimpleNamespace(input_topic="in", dead_letter_topic="dead"),
         metrics=RuntimeMetrics(),
+        _event_logger=None,
     )
     record = InputRecord("k", "v", "in/0/7", None, 0, 7)
 
