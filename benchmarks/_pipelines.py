@@ -11,24 +11,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from agentstream.service.broker import free_port
 from benchmarks._common import cpu_seconds, peak_rss_mib
 
 ROOT = Path(__file__).resolve().parent.parent
 APP, INPUT, OUTPUT = "bench", "bench-in", "bench-out"
 FETCH_WAIT_MS = 50
 """The consumer fetch wait of agentstream (its default) and of the ``faust`` baseline."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -126,7 +120,7 @@ def start_agentstream(
         "-m", "agentstream", "worker", "benchmarks.agents:app",
         "--broker", f"kafka://{bootstrap}",
         "--data-dir", str(workdir / "agentstream-data"),
-        "--web-port", str(_free_port()),
+        "--web-port", str(free_port()),
         "--fetch-wait-ms", str(FETCH_WAIT_MS),
         "--embedded-broker",
     ]  # fmt: skip

@@ -256,6 +256,11 @@ class Operator:
         while self._runners:
             await asyncio.gather(*list(self._runners.values()))
 
+    @property
+    def finished_count(self) -> int:
+        """How many inputs finished since the last :meth:`prune`."""
+        return len(self._finished)
+
     def finished_inputs(self) -> list[tuple[Hashable, int]]:
         """(key, seq) of inputs finished since the last :meth:`prune`."""
         return list(self._finished)

@@ -45,6 +45,7 @@ __all__ = [
     "EmbeddedBroker",
     "client_settings",
     "ensure_topics",
+    "free_port",
     "is_embedded_broker",
     "wait_for_broker",
 ]
@@ -302,7 +303,8 @@ async def _wait_for_topic_metadata(
         await asyncio.sleep(0.02)
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for brokers, web endpoints, tests)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
@@ -409,7 +411,7 @@ class EmbeddedBroker:
         port = self._requested_port
         try:
             if port is None:
-                port = _free_port(self._host)
+                port = free_port(self._host)
             in_use = _is_listening(self._host, port)
         except OSError as exc:
             raise ConfigurationError(f"cannot listen on {self._host}: {exc}") from exc

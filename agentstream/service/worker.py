@@ -468,7 +468,7 @@ class Worker:
     async def _commit(self) -> None:
         assert self._consumer is not None and self._producer is not None
         positions = dict(self._positions)
-        finished = len(self.operator.finished_inputs())
+        finished = self.operator.finished_count
         await self.store.flush()
         await self._producer.flush()
         offsets = {

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from agentstream import Agent, AgentApp, Event, InputEvent, OutputEvent, RunnerContext, action
-from agentstream.service.broker import EmbeddedBroker
+from agentstream.service.broker import EmbeddedBroker, free_port
 from agentstream.service.web import WebServer
 from agentstream.service.worker import HEADER_EVENT_ID, HEADER_WATERMARK, Worker
-from tests.harness import Topic, decoded, free_port, produce, wait_until
+from tests.harness import Topic, decoded, produce, wait_until
 
 AppFactory = Callable[..., AgentApp]
 
