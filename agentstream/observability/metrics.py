@@ -20,10 +20,11 @@ names raises :class:`~agentstream.errors.ConfigurationError`.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any, Literal
@@ -32,7 +33,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client import Counter as _PromCounter
 from prometheus_client import Gauge as _PromGauge
 from prometheus_client import Histogram as _PromHistogram
+from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 from agentstream.api.metrics import Counter, Gauge, Histogram, MetricGroup
 from agentstream.errors import ConfigurationError
@@ -109,7 +112,9 @@ class RuntimeMetrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self._user_metrics: dict[str, _UserMetric] = {}
         self._lock = threading.Lock()
-        created: list[MetricWrapperBase] = []
+        self._on_collect = _BeforeCollect()
+        self.registry.register(self._on_collect)  # first: runs before any metric is read
+        created: list[Any] = [self._on_collect]
 
         def make(cls: type[Any], name: str, doc: str, *labels: str, **kwargs: Any) -> Any:
             try:
@@ -130,8 +135,8 @@ class RuntimeMetrics:
         self.actions_executed: _PromCounter = make(
             _PromCounter, "actions_executed", "Action runs executed, by action.", "action"
         )
-        self.action_duration_seconds: _PromHistogram = make(
-            _PromHistogram,
+        self.action_duration_seconds: LoopHistogram = make(
+            LoopHistogram,
             "action_duration_seconds",
             "Duration of action runs in seconds, by action.",
             "action",
@@ -180,6 +185,15 @@ class RuntimeMetrics:
         self.outputs_emitted: _PromCounter = make(
             _PromCounter, "outputs_emitted", "Outputs written to the output topic."
         )
+
+    def on_collect(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` whenever the registry is collected, before any metric is read.
+
+        The runtime counts on its hot path in plain ints and moves them into the
+        Prometheus metrics in such a hook, so every reader (``/metrics``, tests reading
+        the registry) sees current values.
+        """
+        self._on_collect.hooks.append(hook)
 
     def agent_group(self, agent_name: str) -> MetricGroup:
         """The metric group of an agent: its metrics carry ``agent=agent_name``."""
@@ -295,6 +309,85 @@ class _UserMetric:
     labelnames: tuple[str, ...]
     buckets: tuple[float, ...] | None
     metric: MetricWrapperBase
+
+
+class _BeforeCollect(Collector):
+    """Runs hooks when the registry is collected; yields no metrics of its own."""
+
+    def __init__(self) -> None:
+        self.hooks: list[Callable[[], None]] = []
+
+    def collect(self) -> Iterator[Metric]:
+        for hook in self.hooks:
+            hook()
+        return iter(())
+
+
+class LoopHistogram(Collector):
+    """A labelled histogram observed from the event loop's thread only, without locks.
+
+    prometheus-client's ``Histogram`` takes a lock per observation; the runtime observes
+    one per action run, so its built-in histogram is this collector instead (same
+    exposition: ``_bucket``, ``_count``, ``_sum``). Children support ``observe``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        *,
+        registry: CollectorRegistry | None,
+        buckets: Sequence[float],
+    ):
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = tuple(labelnames)
+        self._bounds = _normalize_buckets(name, buckets)
+        self._children: dict[tuple[str, ...], _LoopHistogramChild] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: Any, **by_name: Any) -> _LoopHistogramChild:
+        """The child of these label values (created on first use)."""
+        key = (
+            tuple(str(by_name[n]) for n in self._labelnames)
+            if by_name
+            else tuple(str(v) for v in values)
+        )
+        if len(key) != len(self._labelnames):
+            raise ValueError(f"{self._name} takes the labels {list(self._labelnames)}")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = _LoopHistogramChild(self._bounds)
+        return child
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)]
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in list(self._children.items()):
+            counts = list(child.counts)
+            cumulative, total = [], 0
+            for bound, count in zip(self._bounds, counts, strict=True):
+                total += count
+                cumulative.append(("+Inf" if bound == math.inf else repr(bound), total))
+            family.add_metric(list(values), cumulative, child.sum)
+        yield family
+
+
+class _LoopHistogramChild:
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]):
+        self.bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
 
 
 class PrometheusMetricGroup:

@@ -12,8 +12,8 @@ Looking a run up yields an explicit value, :class:`ActionRun`; the operator bran
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
 
 from agentstream.api.events import Event
 from agentstream.runtime.memory import MemoryUpdate
@@ -59,9 +59,8 @@ class CallRecord:
         return cls(*data)
 
 
-@dataclass(frozen=True)
-class ActionState:
-    """The record of one action run."""
+class ActionState(NamedTuple):
+    """The record of one action run (a named tuple: one is built per action run)."""
 
     completed: bool
     memory_updates: tuple[MemoryUpdate, ...] = ()
@@ -90,13 +89,12 @@ class ActionState:
         )
 
 
-@dataclass(frozen=True)
-class ActionRun:
+class ActionRun(NamedTuple):
     """The outcome of one action step: run for real, or replayed from its record."""
 
     replayed: bool
     memory_updates: tuple[MemoryUpdate, ...] = ()
-    events: tuple[Event, ...] = field(default=())
+    events: tuple[Event, ...] = ()
 
 
 class ActionStateStore(Protocol):

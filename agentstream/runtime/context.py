@@ -22,7 +22,7 @@ import pickle
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from agentstream.api.agent import Action, Agent
 from agentstream.api.context import MemoryObject, Reconciler, RunnerContext
@@ -33,7 +33,7 @@ from agentstream.runtime.action_state import ActionState, CallRecord
 from agentstream.runtime.memory import MemoryStore, MemoryUpdate, StoreMemoryObject
 from agentstream.serde import dumps, pack_event
 
-__all__ = ["ReplayMismatch", "RunnerContextImpl", "fn_id"]
+__all__ = ["ContextHost", "Memories", "ReplayMismatch", "RunnerContextImpl", "fn_id"]
 
 T = TypeVar("T")
 
@@ -58,52 +58,92 @@ def _digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+class ContextHost(Protocol):
+    """What a context needs from the operator that created it."""
+
+    agent: Agent
+
+    def executor_for_calls(self) -> Executor | None: ...
+
+    def barrier_for_calls(self) -> Callable[[], Awaitable[None]] | None: ...
+
+    def persist_calls(self, ctx: RunnerContextImpl) -> None: ...
+
+    def replayed_call(self, ctx: RunnerContextImpl) -> None: ...
+
+    def metric_groups(self, action: str) -> tuple[MetricGroup, MetricGroup]: ...
+
+
+class Memories(Protocol):
+    """The memory stores an action works on (the key's, or a verification copy)."""
+
+    short: MemoryStore
+
+    @property
+    def sensory(self) -> MemoryStore: ...
+
+
 class RunnerContextImpl(RunnerContext):
-    """The context of one action run; dead once the run is over."""
+    """The context of one action run; dead once the run is over.
+
+    One is built per action run, so it keeps references and builds everything else
+    (memory views, call lists) only when the action asks for it.
+    """
+
+    __slots__ = (
+        "_action",
+        "_closed",
+        "_event",
+        "_host",
+        "_memories",
+        "_memory",
+        "_prior_calls",
+        "_replaying",
+        "_thread",
+        "_verify",
+        "calls",
+        "events",
+        "key",
+        "packed_events",
+        "seq",
+        "updates",
+    )
 
     def __init__(
         self,
-        *,
-        agent: Agent,
+        host: ContextHost,
         action: Action,
         event: Event,
         key: Any,
         seq: int,
-        short_term: MemoryStore,
-        sensory: MemoryStore,
-        agent_metrics: MetricGroup,
-        action_metrics: MetricGroup,
+        memories: Memories,
         prior: ActionState | None,
-        persist_calls: Callable[[tuple[CallRecord, ...]], None],
-        executor: Executor | None = None,
         verify: bool = False,
-        on_replayed_call: Callable[[], None] | None = None,
-        barrier: Callable[[], Awaitable[None]] | None = None,
-        before_write: Callable[[], None] | None = None,
     ):
-        self._agent = agent
+        self._host = host
         self._action = action
         self._event = event
-        self._key = key
-        self._seq = seq
-        self._stores = {"short": short_term, "sensory": sensory}
-        self._agent_metrics = agent_metrics
-        self._action_metrics = action_metrics
+        self.key = key
+        self.seq = seq
+        self._memories = memories
         self._prior_calls: tuple[CallRecord, ...] = prior.calls if prior else ()
         self._replaying = bool(self._prior_calls)
-        self._persist_calls = persist_calls
-        self._executor = executor
         self._verify = verify
-        self._on_replayed_call = on_replayed_call
-        self._barrier = barrier
         self._thread = threading.get_ident()
         self._closed = False
         self.updates: list[MemoryUpdate] = []
         self.events: list[Event] = []
         self.packed_events: list[bytes] = []
         self.calls: list[CallRecord] = []
-        self._before_write = before_write
-        self._memory: dict[str, StoreMemoryObject] = {}
+        self._memory: dict[str, StoreMemoryObject] | None = None
+
+    @property
+    def action_name(self) -> str:
+        return self._action.name
+
+    @property
+    def event_id(self) -> str:
+        return str(self._event.id)
 
     # -- guards -----------------------------------------------------------------
 
@@ -123,30 +163,28 @@ class RunnerContextImpl(RunnerContext):
 
     # -- RunnerContext ----------------------------------------------------------
 
-    @property
-    def key(self) -> Any:
-        return self._key
-
-    @property
-    def seq(self) -> int:
-        return self._seq
-
     def send_event(self, event: Event) -> None:
         self._check()
         if not isinstance(event, Event):
             raise TypeError(f"send_event takes an Event, got {type(event).__name__}")
         if isinstance(event, InputEvent):
             raise TypeError("actions cannot send InputEvent; define an event type instead")
-        identity = {
-            "id": derive_event_id(str(self._event.id), self._action.name, len(self.events)),
-            "parent_id": self._event.id,
-            "source_timestamp": self._event.source_timestamp,
-        }
+        parent = self._event
+        sent_id = derive_event_id(str(parent.id), self._action.name, len(self.events))
         if event.id is None and all(e is not event for e in self.events):
             sent = event  # a fresh event: stamp it in place (cheaper than a copy)
-            sent.__dict__.update(identity)
+            fields = sent.__dict__
+            fields["id"] = sent_id
+            fields["parent_id"] = parent.id
+            fields["source_timestamp"] = parent.source_timestamp
         else:
-            sent = event.model_copy(update=identity)
+            sent = event.model_copy(
+                update={
+                    "id": sent_id,
+                    "parent_id": parent.id,
+                    "source_timestamp": parent.source_timestamp,
+                }
+            )
         packed = pack_event(sent)  # raises SerializationError on the spot
         self.events.append(sent)
         self.packed_events.append(packed)
@@ -162,16 +200,20 @@ class RunnerContextImpl(RunnerContext):
         return self._memory_object("sensory")
 
     def _memory_object(self, scope: str) -> StoreMemoryObject:
+        if self._memory is None:
+            self._memory = {}
         found = self._memory.get(scope)
         if found is None:
+            memories = self._memories
+            store = memories.short if scope == "short" else memories.sensory
             found = self._memory[scope] = StoreMemoryObject(
-                self._stores[scope], "", self.updates.append, self._check, self._before_write
+                store, "", self.updates.append, self._check
             )
         return found
 
     def get_resource(self, name: str) -> Any:
         self._check()
-        return self._agent.get_resource(name)
+        return self._host.agent.get_resource(name)
 
     @property
     def action_config(self) -> Mapping[str, Any]:
@@ -179,11 +221,11 @@ class RunnerContextImpl(RunnerContext):
 
     @property
     def agent_metric_group(self) -> MetricGroup:
-        return self._agent_metrics
+        return self._host.metric_groups(self._action.name)[0]
 
     @property
     def action_metric_group(self) -> MetricGroup:
-        return self._action_metrics
+        return self._host.metric_groups(self._action.name)[1]
 
     # -- durable execution ------------------------------------------------------
 
@@ -208,12 +250,12 @@ class RunnerContextImpl(RunnerContext):
         else:
             self.calls.append(record)
         if not self._verify:
-            self._persist_calls(tuple(self.calls))
+            self._host.persist_calls(self)
 
     def _replay(self, record: CallRecord) -> Any:
         self.calls.append(record)
-        if self._on_replayed_call is not None:
-            self._on_replayed_call()
+        if not self._verify:
+            self._host.replayed_call(self)
         if record.status == "ok":
             return pickle.loads(record.result or b"")
         raise DurableExecutionError(record.error_type or "Exception", record.error_message or "")
@@ -301,18 +343,21 @@ class RunnerContextImpl(RunnerContext):
             else:
                 loop = asyncio.get_running_loop()
                 result = await loop.run_in_executor(
-                    self._executor, functools.partial(target, *args, **kwargs)
+                    self._host.executor_for_calls(), functools.partial(target, *args, **kwargs)
                 )
                 if inspect.isawaitable(result):
                     result = await result
         except Exception as exc:
             self._finish(fid, digest, reconciler is not None, exc=exc)
-            if self._barrier is not None:
-                await self._barrier()
+            await self._durable()
             raise
         self._finish(fid, digest, reconciler is not None, result=result)
-        if self._barrier is not None:
-            # The outcome is durable before the action goes on: a crash from here on
-            # never repeats this call.
-            await self._barrier()
+        # The outcome is durable before the action goes on: a crash from here on never
+        # repeats this call.
+        await self._durable()
         return result
+
+    async def _durable(self) -> None:
+        barrier = None if self._verify else self._host.barrier_for_calls()
+        if barrier is not None:
+            await barrier()

@@ -22,35 +22,80 @@ MemoryUpdate = tuple[str, str, str, Any]
 
 
 def _join(prefix: str, path: str) -> str:
+    if path and "." not in path:
+        return f"{prefix}.{path}" if prefix else path
     if not path or any(not part for part in path.split(".")):
         raise ValueError(f"invalid memory path {path!r}: use dotted names like 'a.b.c'")
     return f"{prefix}.{path}" if prefix else path
 
 
-class MemoryStore:
-    """One memory scope of one key."""
+_IMMUTABLE = frozenset({str, float, bool, type(None)})
 
-    __slots__ = ("objects", "scope", "values")
+
+def _copy_in(value: Any, where: str) -> Any:
+    """``value`` as memory keeps it: copied through the serializer (which checks it).
+
+    Immutable scalars are kept as they are (the round trip would return an equal value).
+    """
+    kind = type(value)
+    if kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64):
+        return value
+    return loads(dumps(value, what=f"memory value at {where!r}"))
+
+
+Snapshot = tuple[dict[str, Any], set[str]]
+
+
+class MemoryStore:
+    """One memory scope of one key.
+
+    Copy on write: the containers may be shared with a snapshot or a stored record
+    (``_shared``); the first write after that copies them, so taking a snapshot or dumping
+    costs nothing for an input that does not write.
+    """
+
+    __slots__ = ("_shared", "objects", "scope", "values")
 
     def __init__(self, scope: str, state: dict[str, Any] | None = None):
         self.scope = scope
-        self.values: dict[str, Any] = dict(state["values"]) if state else {}
-        self.objects: set[str] = set(state["objects"]) if state else set()
+        if state:
+            self.values: dict[str, Any] = state["values"]
+            self.objects: set[str] = set(state["objects"])
+            self._shared = True
+        else:
+            self.values = {}
+            self.objects = set()
+            self._shared = False
 
     def dump(self) -> dict[str, Any]:
-        """A serializable snapshot (the form stored in key state)."""
-        return {"values": dict(self.values), "objects": sorted(self.objects)}
+        """A serializable snapshot (the form stored in key state); never mutated later."""
+        self._shared = True
+        return {"values": self.values, "objects": sorted(self.objects)}
+
+    def snapshot(self) -> Snapshot:
+        """The current contents, to :meth:`restore` later (no copy is made now)."""
+        self._shared = True
+        return self.values, self.objects
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.values, self.objects = snapshot
+        self._shared = True
 
     def copy(self) -> MemoryStore:
-        return MemoryStore(self.scope, {"values": self.values, "objects": self.objects})
+        twin = MemoryStore(self.scope)
+        twin.restore(self.snapshot())
+        return twin
 
-    def restore(self, other: MemoryStore) -> None:
-        self.values = dict(other.values)
-        self.objects = set(other.objects)
+    def _own(self) -> None:
+        if self._shared:
+            self.values = dict(self.values)
+            self.objects = set(self.objects)
+            self._shared = False
 
     def clear(self) -> None:
-        self.values.clear()
-        self.objects.clear()
+        self.values = {}
+        self.objects = set()
+        self._shared = False
 
     def _drop_subtree(self, path: str) -> None:
         prefix = path + "."
@@ -69,10 +114,12 @@ class MemoryStore:
     def apply(self, update: MemoryUpdate) -> None:
         """Apply one recorded update (used live and on replay)."""
         op, _scope, path, value = update
+        self._own()
         if op == "set":
-            if path in self.objects:
+            if self.objects and path in self.objects:
                 self._drop_subtree(path)
-            self._ensure_parents(path)
+            if "." in path:
+                self._ensure_parents(path)
             self.values[path] = value
         elif op == "obj":
             self._drop_subtree(path)
@@ -99,7 +146,7 @@ def apply_updates(stores: dict[str, MemoryStore], updates: list[MemoryUpdate]) -
 class StoreMemoryObject(MemoryObject):
     """A view of a :class:`MemoryStore` at a path, recording writes through ``record``."""
 
-    __slots__ = ("_before_write", "_check", "_prefix", "_record", "_store")
+    __slots__ = ("_check", "_prefix", "_record", "_store")
 
     def __init__(
         self,
@@ -107,33 +154,29 @@ class StoreMemoryObject(MemoryObject):
         prefix: str,
         record: Callable[[MemoryUpdate], None],
         check: Callable[[], None],
-        before_write: Callable[[], None] | None = None,
     ):
         self._store = store
         self._prefix = prefix
         self._record = record
         self._check = check
-        self._before_write = before_write
 
     def _child(self, path: str) -> StoreMemoryObject:
-        return StoreMemoryObject(self._store, path, self._record, self._check, self._before_write)
+        return StoreMemoryObject(self._store, path, self._record, self._check)
 
     def get(self, path: str) -> Any:
         self._check()
         full = _join(self._prefix, path)
-        if full in self._store.objects:
+        store = self._store
+        if store.objects and full in store.objects:
             return self._child(full)
-        return self._store.values.get(full)
+        return store.values.get(full)
 
     def set(self, path: str, value: Any) -> None:
         self._check()
         if isinstance(value, MemoryObject):
             raise SerializationError("memory values cannot be MemoryObjects; use new_object")
         full = _join(self._prefix, path)
-        copied = loads(dumps(value, what=f"memory value at {full!r}"))
-        update: MemoryUpdate = ("set", self._store.scope, full, copied)
-        if self._before_write is not None:
-            self._before_write()
+        update: MemoryUpdate = ("set", self._store.scope, full, _copy_in(value, full))
         self._store.apply(update)
         self._record(update)
 
@@ -145,8 +188,6 @@ class StoreMemoryObject(MemoryObject):
         if full in self._store.values and not overwrite:
             raise ValueError(f"{full!r} holds a value; pass overwrite=True to replace it")
         update: MemoryUpdate = ("obj", self._store.scope, full, None)
-        if self._before_write is not None:
-            self._before_write()
         self._store.apply(update)
         self._record(update)
         return self._child(full)

@@ -36,18 +36,18 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable, Iterable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from agentstream.api.agent import Action, Agent
 from agentstream.api.events import Event, InputEvent, OutputEvent
+from agentstream.api.metrics import MetricGroup
 from agentstream.errors import ActionExecutionError, NonDeterministicActionError
 from agentstream.observability.eventlog import EventLogger, EventLogRecord
 from agentstream.observability.metrics import RuntimeMetrics
-from agentstream.runtime.action_state import ActionRun, ActionState, ActionStateStore, CallRecord
+from agentstream.runtime.action_state import ActionState, ActionStateStore
 from agentstream.runtime.context import ReplayMismatch, RunnerContextImpl
 from agentstream.runtime.eventtime import EventTimeTracker
-from agentstream.runtime.memory import MemoryStore, apply_updates
+from agentstream.runtime.memory import MemoryStore, Snapshot, apply_updates
 from agentstream.runtime.records import InputRecord, KeyRecord, KeyStateBackend
 from agentstream.serde import encode_event, unpack_event
 
@@ -77,24 +77,65 @@ class EventRouter(Protocol):
 ErrorHandler = Callable[[ActionExecutionError, Event, InputRecord], Awaitable[None]]
 
 
-@dataclass(eq=False)
 class _KeyRun:
-    """In-memory state of one key's current input (rebuilt from state after a crash)."""
+    """In-memory state of one key's current input (rebuilt from state after a crash).
 
-    key: Any
-    seq: int
-    record: InputRecord
-    tag: str
-    short: MemoryStore
-    sensory: MemoryStore
-    tasks: deque[tuple[Action, Event]] = field(default_factory=deque)
-    in_flight: set[str] = field(default_factory=set)
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
-    aborted: bool = False
+    Built per input, so everything not every input needs (sensory memory, the wake-up
+    future, the routing tag) is made on first use.
+    """
+
+    __slots__ = ("_sensory", "_tag", "aborted", "attempt", "in_flight", "key", "record",
+                 "seq", "short", "tasks", "waiter")  # fmt: skip
+
+    def __init__(self, key: Any, seq: int, record: InputRecord, attempt: int, short: MemoryStore):
+        self.key = key
+        self.seq = seq
+        self.record = record
+        self.attempt = attempt
+        self.short = short
+        self._sensory: MemoryStore | None = None
+        self._tag: str | None = None
+        self.tasks: deque[tuple[Action, Event]] = deque()
+        self.in_flight: set[str] | None = None  # ids of routed events not yet back
+        self.waiter: asyncio.Future[None] | None = None
+        self.aborted = False
 
     @property
-    def stores(self) -> dict[str, MemoryStore]:
-        return {"short": self.short, "sensory": self.sensory}
+    def sensory(self) -> MemoryStore:
+        if self._sensory is None:
+            self._sensory = MemoryStore("sensory")
+        return self._sensory
+
+    def tag(self, incarnation: str) -> str:
+        if self._tag is None:
+            self._tag = f"{self.seq}:{incarnation}:{self.attempt}"
+        return self._tag
+
+    def snapshot(self) -> tuple[Snapshot, Snapshot | None]:
+        sensory = self._sensory
+        return self.short.snapshot(), None if sensory is None else sensory.snapshot()
+
+    def restore(self, snapshot: tuple[Snapshot, Snapshot | None]) -> None:
+        short, sensory = snapshot
+        self.short.restore(short)
+        if sensory is None:
+            self._sensory = None
+        else:
+            self.sensory.restore(sensory)
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class _Verification:
+    """Copies of a run's memory for the "always replay" check."""
+
+    __slots__ = ("sensory", "short")
+
+    def __init__(self, short: MemoryStore, sensory: MemoryStore):
+        self.short = short
+        self.sensory = sensory
 
 
 @types.coroutine
@@ -173,19 +214,23 @@ class Operator:
         self._executor = executor
         self._barrier = barrier
         self._children: dict[tuple[int, str], Any] = {}
-        # Per-event counts are tallied in a dict (a Prometheus inc takes a lock) and moved
-        # to the counters by flush_metrics().
-        self._tally: defaultdict[tuple[Any, str | None], int] = defaultdict(int)
+        # Hot-path counts are plain ints (a Prometheus inc takes a lock), moved to the
+        # counters by flush_metrics(); gauges are read from the operator at collection.
+        self._event_counts: defaultdict[type[Event], int] = defaultdict(int)
+        self._action_counts: defaultdict[str, int] = defaultdict(int)
+        self._outputs = 0
+        self._pending = 0
+        self._durations: dict[str, Any] = {}
         self._runners: dict[Hashable, asyncio.Task[None]] = {}
         self._runs: dict[Hashable, _KeyRun] = {}
         self._finished: list[tuple[Hashable, int]] = []
         self.inputs_in_flight = 0  # accepted (running or pending) and not finished
         self._incarnation = uuid.uuid4().hex[:8]
         self._attempts = itertools.count()
-        self._agent_metrics = self.metrics.agent_group(agent.name)
-        self._action_metrics = {
-            a.name: self.metrics.action_group(agent.name, a.name) for a in agent.actions
-        }
+        self._groups: dict[str, tuple[MetricGroup, MetricGroup]] = {}
+        self.metrics.busy_keys.set_function(self.busy_keys)
+        self.metrics.pending_inputs.set_function(lambda: self._pending)
+        self.metrics.on_collect(self.flush_metrics)
 
     # -- inputs ------------------------------------------------------------------
 
@@ -195,22 +240,25 @@ class Operator:
         Returns False for a redelivered record (its offset was already accepted).
         """
         key = record.key
-        rec = self.key_state.get(key) or KeyRecord()
+        rec = self.key_state.get(key)
+        if rec is None:
+            rec = KeyRecord()
         if record.offset is not None:
             if record.offset <= rec.last_offset:
                 return False
             rec.last_offset = record.offset
-        self.event_time.started(record.partition, record.timestamp)
+        if record.timestamp is not None:
+            self.event_time.started(record.partition, record.timestamp)
         self.inputs_in_flight += 1
         if rec.current is not None or key in self._runners:
             rec.pending.append(record)
             self.key_state.put(key, rec)
-            self.metrics.pending_inputs.inc()
+            self._pending += 1
             return True
         rec.seq += 1
         rec.current = record
         self.key_state.put(key, rec)
-        self._start(key)
+        self._start(key, rec)
         return True
 
     def resume(self, keys: Iterable[Hashable]) -> int:
@@ -226,8 +274,8 @@ class Operator:
             for record in (rec.current, *rec.pending):
                 self.event_time.started(record.partition, record.timestamp)
                 self.inputs_in_flight += 1
-            self.metrics.pending_inputs.inc(len(rec.pending))
-            self._start(key)
+            self._pending += len(rec.pending)
+            self._start(key, rec)
             resumed += 1
         return resumed
 
@@ -245,7 +293,7 @@ class Operator:
                 await task
             rec = self.key_state.get(key)
             if rec is not None:
-                self.metrics.pending_inputs.dec(len(rec.pending))
+                self._pending -= len(rec.pending)
                 self.inputs_in_flight -= 1 + len(rec.pending)
 
     def busy_keys(self) -> int:
@@ -272,8 +320,9 @@ class Operator:
         touches an input still in flight (those are not in the finished list).
         """
         count = len(self._finished) if upto is None else upto
+        prune = self.action_states.prune
         for key, seq in self._finished[:count]:
-            self.action_states.prune(key, seq)
+            prune(key, seq)
         del self._finished[:count]
 
     # -- routed events -------------------------------------------------------------
@@ -281,60 +330,71 @@ class Operator:
     async def on_routed_event(self, key: Any, tag: str, event: Event, sender: str) -> bool:
         """An event sent through the router came back; False if stale or a duplicate."""
         run = self._runs.get(key)
-        if run is None or run.tag != tag or event.id not in run.in_flight:
+        if (
+            run is None
+            or run.tag(self._incarnation) != tag
+            or not run.in_flight
+            or event.id not in run.in_flight
+        ):
             return False
         run.in_flight.discard(event.id)
         await self._process_event(run, event, sender)
-        run.wake.set()
+        run.wake()
         return True
 
     # -- the key runner ------------------------------------------------------------
 
-    def _start(self, key: Hashable) -> None:
+    def _start(self, key: Hashable, rec: KeyRecord) -> None:
         """Run the key's input inline until it first waits; only then give it a task.
 
         An input whose actions never wait (sync actions, in-memory state) is processed
         without creating a task or a trip through the event loop.
         """
-        self.metrics.busy_keys.inc()
-        coro = self._run_key(key)
+        coro = self._run_key(key, rec)
         try:
             waiting_on = coro.send(None)
         except StopIteration:
             return
         self._runners[key] = asyncio.create_task(_adopt(coro, waiting_on), name=f"key:{key!r}")
 
-    async def _run_key(self, key: Hashable) -> None:
+    async def _run_key(self, key: Hashable, rec: KeyRecord | None) -> None:
+        runs = self._runs
         try:
-            while True:
-                rec = self.key_state.get(key)
-                if rec is None or rec.current is None:
-                    return
+            while rec is not None and rec.current is not None:
                 run = _KeyRun(
-                    key=key,
-                    seq=rec.seq,
-                    record=rec.current,
-                    tag=f"{rec.seq}:{self._incarnation}:{next(self._attempts)}",
-                    short=MemoryStore("short", rec.memory),
-                    sensory=MemoryStore("sensory"),
+                    key,
+                    rec.seq,
+                    rec.current,
+                    next(self._attempts),
+                    MemoryStore("short", rec.memory),
                 )
-                self._runs[key] = run
+                runs[key] = run
                 if self._max_concurrency:
                     async with self._semaphore():
                         await self._process_input(run)
                 else:
                     await self._process_input(run)
-                self._finish_input(key, run)
+                rec = self._finish_input(key, run)
         finally:
-            self._runs.pop(key, None)
+            runs.pop(key, None)
             self._runners.pop(key, None)
-            self.metrics.busy_keys.dec()
 
     def flush_metrics(self) -> None:
-        """Move the hot-path counts into the Prometheus counters (call before a scrape)."""
-        tally, self._tally = self._tally, defaultdict(int)
-        for (metric, label), count in tally.items():
-            (metric if label is None else self._child(metric, label)).inc(count)
+        """Move the hot-path counts into the Prometheus metrics (call before a scrape)."""
+        metrics = self.metrics
+        events, self._event_counts = self._event_counts, defaultdict(int)
+        for event_type, count in events.items():
+            self._child(metrics.events_processed, event_type.type_name()).inc(count)
+        actions, self._action_counts = self._action_counts, defaultdict(int)
+        for name, count in actions.items():
+            self._child(metrics.actions_executed, name).inc(count)
+        if self._outputs:
+            metrics.outputs_emitted.inc(self._outputs)
+            self._outputs = 0
+        for partition in self.event_time.partitions():
+            watermark = self.event_time.watermark(partition)
+            if watermark is not None:
+                self._child(metrics.watermark_ms, str(partition)).set(watermark)
 
     def _child(self, metric: Any, value: str) -> Any:
         """``metric.labels(value)``, cached: prometheus' own lookup is slow on a hot path."""
@@ -350,21 +410,22 @@ class Operator:
             self._limit = (loop, asyncio.Semaphore(self._max_concurrency or 1))
         return self._limit[1]
 
-    def _finish_input(self, key: Hashable, run: _KeyRun) -> None:
+    def _finish_input(self, key: Hashable, run: _KeyRun) -> KeyRecord | None:
+        """Record the input as done and start the next pending one; returns the record."""
         rec = self.key_state.get(key) or KeyRecord(seq=run.seq)
         rec.memory = run.short.dump()
         rec.current = None
         if rec.pending:
             rec.current = rec.pending.pop(0)
             rec.seq += 1
-            self.metrics.pending_inputs.dec()
+            self._pending -= 1
         self.key_state.put(key, rec)
         self._finished.append((key, run.seq))
         self.inputs_in_flight -= 1
         record = run.record
-        watermark = self.event_time.finished(record.partition, record.timestamp)
-        if watermark is not None:
-            self._child(self.metrics.watermark_ms, str(record.partition)).set(watermark)
+        if record.timestamp is not None:
+            self.event_time.finished(record.partition, record.timestamp)
+        return rec
 
     async def _process_input(self, run: _KeyRun) -> None:
         record = run.record
@@ -374,24 +435,30 @@ class Operator:
             source_timestamp=record.timestamp,
         )
         await self._process_event(run, event, None)
-        while (run.tasks or run.in_flight) and not run.aborted:
-            if run.tasks:
-                action, trigger = run.tasks.popleft()
+        tasks = run.tasks
+        while not run.aborted:
+            if tasks:
+                action, trigger = tasks.popleft()
                 await self._run_task(run, action, trigger)
+            elif run.in_flight:
+                run.waiter = asyncio.get_running_loop().create_future()
+                await run.waiter
+                run.waiter = None
             else:
-                run.wake.clear()
-                await run.wake.wait()
+                return
 
     async def _process_event(self, run: _KeyRun, event: Event, sender: str | None) -> None:
         if self._event_logger is not None:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
-        self._tally[(self.metrics.events_processed, type(event).type_name())] += 1
-        if isinstance(event, OutputEvent):
-            watermark = self.event_time.watermark(run.record.partition)
-            await self._output.emit(run.key, event, run.record, watermark)
-            self._tally[(self.metrics.outputs_emitted, None)] += 1
+        event_type = type(event)
+        self._event_counts[event_type] += 1
+        if event_type is OutputEvent or isinstance(event, OutputEvent):
+            record = run.record
+            watermark = self.event_time.watermark(record.partition)
+            await self._output.emit(run.key, event, record, watermark)  # type: ignore[arg-type]
+            self._outputs += 1
             return
-        for action in self.agent.actions_for(type(event)):
+        for action in self.agent.actions_for(event_type):
             run.tasks.append((action, event))
 
     async def _route(self, run: _KeyRun, event: Event, sender: str) -> None:
@@ -399,91 +466,71 @@ class Operator:
             await self._process_event(run, event, sender)
             return
         assert event.id is not None
+        if run.in_flight is None:
+            run.in_flight = set()
         run.in_flight.add(event.id)
-        await self._router.route(run.key, run.tag, event, sender, run.record)
+        await self._router.route(run.key, run.tag(self._incarnation), event, sender, run.record)
+
+    # -- the context's host (ContextHost) -------------------------------------------
+
+    def executor_for_calls(self) -> Executor | None:
+        return self._executor
+
+    def barrier_for_calls(self) -> Callable[[], Awaitable[None]] | None:
+        return self._barrier
+
+    def persist_calls(self, ctx: RunnerContextImpl) -> None:
+        """An action's durable call finished (or started): record it before going on."""
+        self.action_states.put(
+            ctx.key,
+            ctx.seq,
+            ctx.action_name,
+            ctx.event_id,
+            ActionState(completed=False, calls=tuple(ctx.calls)),
+        )
+
+    def replayed_call(self, ctx: RunnerContextImpl) -> None:
+        self._child(self.metrics.durable_calls_replayed, ctx.action_name).inc()
+
+    def metric_groups(self, action: str) -> tuple[MetricGroup, MetricGroup]:
+        """(agent group, action group) of ``action``'s metrics."""
+        groups = self._groups.get(action)
+        if groups is None:
+            groups = self._groups[action] = (
+                self.metrics.agent_group(self.agent.name),
+                self.metrics.action_group(self.agent.name, action),
+            )
+        return groups
 
     # -- one action step -------------------------------------------------------------
 
-    def _context(
-        self,
-        run: _KeyRun,
-        action: Action,
-        event: Event,
-        prior: ActionState | None,
-        short: MemoryStore,
-        sensory: MemoryStore,
-        verify: bool = False,
-        before_write: Callable[[], None] | None = None,
-    ) -> RunnerContextImpl:
-        store, key, seq, name, event_id = (
-            self.action_states,
-            run.key,
-            run.seq,
-            action.name,
-            event.id,
-        )
-        assert event_id is not None
-
-        def persist_calls(calls: tuple[CallRecord, ...]) -> None:
-            store.put(key, seq, name, event_id, ActionState(completed=False, calls=calls))
-
-        def on_replayed_call() -> None:
-            self._child(self.metrics.durable_calls_replayed, name).inc()
-
-        return RunnerContextImpl(
-            agent=self.agent,
-            action=action,
-            event=event,
-            key=key,
-            seq=seq,
-            short_term=short,
-            sensory=sensory,
-            agent_metrics=self._agent_metrics,
-            action_metrics=self._action_metrics.get(name)
-            or self.metrics.action_group(self.agent.name, name),
-            prior=prior,
-            persist_calls=persist_calls,
-            executor=self._executor,
-            verify=verify,
-            on_replayed_call=None if verify else on_replayed_call,
-            barrier=None if verify else self._barrier,
-            before_write=before_write,
-        )
+    def _duration(self, action: str) -> Any:
+        child = self._durations.get(action)
+        if child is None:
+            child = self._durations[action] = self.metrics.action_duration_seconds.labels(action)
+        return child
 
     async def _run_task(self, run: _KeyRun, action: Action, event: Event) -> None:
         assert event.id is not None
         state = self.action_states.get(run.key, run.seq, action.name, event.id)
         if state is not None and state.completed:
-            outcome = ActionRun(
-                replayed=True,
-                memory_updates=state.memory_updates,
-                events=tuple(unpack_event(e) for e in state.sent_events),
+            events: tuple[Event, ...] | list[Event] = tuple(
+                unpack_event(e) for e in state.sent_events
             )
-            apply_updates(run.stores, list(outcome.memory_updates))
+            apply_updates({"short": run.short, "sensory": run.sensory}, list(state.memory_updates))
             self._child(self.metrics.actions_replayed, action.name).inc()
         else:
-            # Memory is snapshotted before the action's first write (eagerly when always
-            # replaying), so that a failed action's writes can be rolled back.
-            snapshot: list[MemoryStore] = []
-
-            def before_write() -> None:
-                if not snapshot:
-                    snapshot.extend((run.short.copy(), run.sensory.copy()))
-
-            if self._always_replay:
-                before_write()
-            ctx = self._context(
-                run, action, event, state, run.short, run.sensory, before_write=before_write
-            )
+            # Memory as of the action's start (copy on write: free until the first write),
+            # so that a failed action's writes are rolled back.
+            snapshot = run.snapshot()
+            ctx = RunnerContextImpl(self, action, event, run.key, run.seq, run, state)
             started = time.perf_counter()
             try:
                 result = action.fn(event, ctx)
-                if inspect.isawaitable(result):
+                if result is not None and inspect.isawaitable(result):
                     await result
             except Exception as exc:
-                if snapshot:
-                    run.short.restore(snapshot[0])
-                    run.sensory.restore(snapshot[1])
+                run.restore(snapshot)
                 self._child(self.metrics.action_failures, action.name).inc()
                 await self._fail(
                     run, ActionExecutionError(run.key, action.name, event.id, run.seq, exc), event
@@ -491,24 +538,19 @@ class Operator:
                 return
             finally:
                 ctx.close()
-                self._child(self.metrics.action_duration_seconds, action.name).observe(
-                    time.perf_counter() - started
-                )
+                self._duration(action.name).observe(time.perf_counter() - started)
             state = ActionState(
-                completed=True,
-                memory_updates=tuple(ctx.updates),
-                sent_events=tuple(ctx.packed_events),
-                calls=tuple(ctx.calls),
+                True, tuple(ctx.updates), tuple(ctx.packed_events), tuple(ctx.calls)
             )
             self.action_states.put(run.key, run.seq, action.name, event.id, state)
             if self._barrier is not None:
                 # Durable before its events move on: a completed action never runs again.
                 await self._barrier()
-            self._tally[(self.metrics.actions_executed, action.name)] += 1
-            outcome = ActionRun(False, state.memory_updates, tuple(ctx.events))
+            self._action_counts[action.name] += 1
+            events = ctx.events
             if self._always_replay:
                 try:
-                    outcome = await self._replay_check(run, action, event, *snapshot)
+                    events = await self._replay_check(run, action, event, snapshot)
                 except ReplayMismatch as exc:
                     await self._fail(
                         run,
@@ -518,7 +560,7 @@ class Operator:
                         event,
                     )
                     return
-        for sent in outcome.events:
+        for sent in events:
             await self._route(run, sent, action.name)
 
     async def _fail(self, run: _KeyRun, error: ActionExecutionError, event: Event) -> None:
@@ -529,28 +571,26 @@ class Operator:
         self.failures.append(error)
         run.aborted = True
         run.tasks.clear()
-        run.in_flight.clear()
+        run.in_flight = None
 
     async def _replay_check(
         self,
         run: _KeyRun,
         action: Action,
         event: Event,
-        short_before: MemoryStore,
-        sensory_before: MemoryStore,
-    ) -> ActionRun:
+        before: tuple[Snapshot, Snapshot | None],
+    ) -> tuple[Event, ...]:
         """The "always replay" step: drop caches, rebuild from the record, re-run, compare."""
         assert event.id is not None
         recorded = self.action_states.get(run.key, run.seq, action.name, event.id)
         if recorded is None or not recorded.completed:
             raise ReplayMismatch("the action state store lost the record just written")
         events = tuple(unpack_event(e) for e in recorded.sent_events)
-        run.short.restore(short_before)
-        run.sensory.restore(sensory_before)
-        apply_updates(run.stores, list(recorded.memory_updates))
+        run.restore(before)
+        twin = _Verification(run.short.copy(), run.sensory.copy())
+        apply_updates({"short": run.short, "sensory": run.sensory}, list(recorded.memory_updates))
 
-        short, sensory = short_before.copy(), sensory_before.copy()
-        ctx = self._context(run, action, event, recorded, short, sensory, verify=True)
+        ctx = RunnerContextImpl(self, action, event, run.key, run.seq, twin, recorded, verify=True)
         try:
             result = action.fn(event, ctx)
             if inspect.isawaitable(result):
@@ -574,4 +614,4 @@ class Operator:
             raise ReplayMismatch(
                 f"made {len(ctx.calls)} durable calls on replay, {len(recorded.calls)} before"
             )
-        return ActionRun(False, recorded.memory_updates, events)
+        return events

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from agentstream.serde import dumps, loads
 
 __all__ = ["InputRecord", "KeyRecord", "KeyStateBackend"]
 
 
-@dataclass(frozen=True)
-class InputRecord:
+class InputRecord(NamedTuple):
     """One input: its key, decoded value, stable id and source timestamp (ms).
 
     ``partition`` and ``offset`` say where it came from (None in-process); the event-time
-    progress is tracked per partition.
+    progress is tracked per partition. A named tuple: one is built per input.
     """
 
     key: Any
@@ -32,14 +31,14 @@ class InputRecord:
     offset: int | None = None
 
     def to_wire(self) -> list[Any]:
-        return [self.key, self.value, self.id, self.timestamp, self.partition, self.offset]
+        return list(self)
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> InputRecord:
         return cls(*data)
 
 
-@dataclass
+@dataclass(slots=True)
 class KeyRecord:
     """The bookkeeping of one key.
 

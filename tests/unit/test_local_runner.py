@@ -71,13 +71,14 @@ def test_later_input_waits_in_pending_queue() -> None:
         record = runner.key_state.get("k")
         assert record is not None and record.current is not None
         assert record.current.value == "a" and [p.value for p in record.pending] == ["b"]
-        assert runner.metrics.pending_inputs._value.get() == 1
+        pending = runner.metrics.registry.get_sample_value
+        assert pending("agentstream_pending_inputs") == 1
         await op.drain()
         assert runner.outputs == [("k", "a"), ("k", "b")]
         final = runner.key_state.get("k")
         assert final is not None and final.current is None and final.pending == []
         assert final.seq == 2
-        assert runner.metrics.pending_inputs._value.get() == 0
+        assert pending("agentstream_pending_inputs") == 0
 
     asyncio.run(scenario())
 
