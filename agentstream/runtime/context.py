@@ -95,17 +95,17 @@ class RunnerContextImpl(RunnerContext):
         "_closed",
         "_event",
         "_host",
+        "_key",
         "_memories",
         "_memory",
         "_prior_calls",
         "_replaying",
+        "_seq",
         "_thread",
         "_verify",
         "calls",
         "events",
-        "key",
         "packed_events",
-        "seq",
         "updates",
     )
 
@@ -123,8 +123,8 @@ class RunnerContextImpl(RunnerContext):
         self._host = host
         self._action = action
         self._event = event
-        self.key = key
-        self.seq = seq
+        self._key = key
+        self._seq = seq
         self._memories = memories
         self._prior_calls: tuple[CallRecord, ...] = prior.calls if prior else ()
         self._replaying = bool(self._prior_calls)
@@ -136,6 +136,14 @@ class RunnerContextImpl(RunnerContext):
         self.packed_events: list[bytes] = []
         self.calls: list[CallRecord] = []
         self._memory: dict[str, StoreMemoryObject] | None = None
+
+    @property
+    def key(self) -> Any:
+        return self._key
+
+    @property
+    def seq(self) -> int:
+        return self._seq
 
     @property
     def action_name(self) -> str:
