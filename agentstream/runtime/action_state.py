@@ -121,6 +121,7 @@ class InMemoryActionStateStore:
     def __init__(self, *, serialize: bool = False) -> None:
         self._serialize = serialize
         self._data: dict[Hashable, dict[int, dict[tuple[str, str], Any]]] = {}
+        self._floor: dict[Hashable, int] = {}  # per key: no seq below this is stored
 
     def get(self, key: Hashable, seq: int, action: str, event_id: str) -> ActionState | None:
         seqs = self._data.get(key)
@@ -132,16 +133,35 @@ class InMemoryActionStateStore:
 
     def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
         value = state.to_bytes() if self._serialize else state
-        self._data.setdefault(key, {}).setdefault(seq, {})[(action, event_id)] = value
+        seqs = self._data.get(key)
+        if seqs is None:
+            seqs = self._data[key] = {}
+            self._floor[key] = seq
+        elif seq < self._floor[key]:
+            self._floor[key] = seq
+        runs = seqs.get(seq)
+        if runs is None:
+            seqs[seq] = {(action, event_id): value}
+        else:
+            runs[(action, event_id)] = value
 
     def prune(self, key: Hashable, seq: int) -> None:
         seqs = self._data.get(key)
         if not seqs:
             return
-        for old in [s for s in seqs if s <= seq]:
-            del seqs[old]
-        if not seqs:
-            del self._data[key]
+        # Sequence numbers are dense per key, so walking up from the floor touches only
+        # what is dropped (scanning the key's records would be quadratic over a backlog).
+        floor = self._floor[key]
+        if seq - floor < len(seqs):
+            for old in range(floor, seq + 1):
+                seqs.pop(old, None)
+        else:
+            for old in [s for s in seqs if s <= seq]:
+                del seqs[old]
+        if seqs:
+            self._floor[key] = max(floor, seq + 1)
+        else:
+            del self._data[key], self._floor[key]
 
     def entries(self) -> list[tuple[Hashable, int, str, str]]:
         """Every (key, seq, action, event id) recorded, for inspection in tests."""

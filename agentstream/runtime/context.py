@@ -179,7 +179,7 @@ class RunnerContextImpl(RunnerContext):
             raise TypeError("actions cannot send InputEvent; define an event type instead")
         parent = self._event
         sent_id = derive_event_id(str(parent.id), self._action.name, len(self.events))
-        if event.id is None and all(e is not event for e in self.events):
+        if event.id is None and (not self.events or all(e is not event for e in self.events)):
             sent = event  # a fresh event: stamp it in place (cheaper than a copy)
             fields = sent.__dict__
             fields["id"] = sent_id
