@@ -38,16 +38,16 @@ _packers = threading.local()
 def _packer() -> msgpack.Packer:
     """This thread's packer (building one per call costs more than packing a record)."""
     try:
-        return _packers.packer  # type: ignore[no-any-return]
+        return _packers.packer
     except AttributeError:
         _packers.packer = msgpack.Packer(default=_default, use_bin_type=True, datetime=False)
-        return _packers.packer  # type: ignore[no-any-return]
+        return _packers.packer
 
 
 def dumps(value: Any, *, what: str = "value") -> bytes:
     """Pack ``value`` with msgpack, or raise :class:`SerializationError` naming ``what``."""
     try:
-        return _packer().pack(value)  # type: ignore[no-any-return]
+        return _packer().pack(value)
     except (TypeError, ValueError, OverflowError) as exc:
         raise SerializationError(
             f"{what} cannot be serialized: {exc}. Use JSON-like values (dict, list, str, "
@@ -141,7 +141,7 @@ def pack_event(event: Event) -> bytes:
     fields = event.__dict__ if _is_plain(cls) else event.model_dump(mode="python")
     extra = event.__pydantic_extra__
     try:
-        return _packer().pack([cls._type_name, fields, extra or None])  # type: ignore[no-any-return]
+        return _packer().pack([cls._type_name, fields, extra or None])
     except (TypeError, ValueError, OverflowError):
         return dumps([cls._type_name, fields, extra or None], what=f"event {cls.__name__}")
 
