@@ -168,6 +168,9 @@ class RunnerContextImpl(RunnerContext):
 
     def close(self) -> None:
         self._closed = True
+        # The memory views point back at this context (its guard): drop them so the
+        # context is freed by reference counting, not left to the cycle collector.
+        self._memory = None
 
     # -- RunnerContext ----------------------------------------------------------
 

@@ -40,6 +40,8 @@ def _copy_in(value: Any, where: str) -> Any:
     kind = type(value)
     if kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64):
         return value
+    if isinstance(value, MemoryObject):
+        raise SerializationError("memory values cannot be MemoryObjects; use new_object")
     return loads(dumps(value, what=f"memory value at {where!r}"))
 
 
@@ -54,10 +56,11 @@ class MemoryStore:
     costs nothing for an input that does not write.
     """
 
-    __slots__ = ("_shared", "objects", "scope", "values")
+    __slots__ = ("_shared", "_state", "objects", "scope", "values")
 
     def __init__(self, scope: str, state: dict[str, Any] | None = None):
         self.scope = scope
+        self._state = state  # what the store was built from, while unchanged
         if state:
             self.values: dict[str, Any] = state["values"]
             self.objects: set[str] = set(state["objects"])
@@ -69,8 +72,12 @@ class MemoryStore:
 
     def dump(self) -> dict[str, Any]:
         """A serializable snapshot (the form stored in key state); never mutated later."""
+        state = self._state
+        if state is not None and state["values"] is self.values and self._shared:
+            return state  # unchanged since it was loaded
         self._shared = True
-        return {"values": self.values, "objects": sorted(self.objects)}
+        self._state = {"values": self.values, "objects": sorted(self.objects)}
+        return self._state
 
     def snapshot(self) -> Snapshot:
         """The current contents, to :meth:`restore` later (no copy is made now)."""
@@ -173,8 +180,6 @@ class StoreMemoryObject(MemoryObject):
 
     def set(self, path: str, value: Any) -> None:
         self._check()
-        if isinstance(value, MemoryObject):
-            raise SerializationError("memory values cannot be MemoryObjects; use new_object")
         full = _join(self._prefix, path)
         update: MemoryUpdate = ("set", self._store.scope, full, _copy_in(value, full))
         self._store.apply(update)

@@ -34,7 +34,15 @@ import time
 import types
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Hashable, Iterable
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Coroutine,
+    Generator,
+    Hashable,
+    Iterable,
+    Sequence,
+)
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -69,9 +77,10 @@ class EventRouter(Protocol):
     """Carries a non-output event to be processed again (the service's internal topic)."""
 
     async def route(
-        self, key: Any, tag: str, event: Event, sender: str, record: InputRecord
+        self, key: Any, tag: str, event: Event, packed: bytes, sender: str, record: InputRecord
     ) -> None:
-        """Send ``event``; the consumer calls :meth:`Operator.on_routed_event` with it."""
+        """Send ``event`` (``packed`` is its :func:`~agentstream.serde.pack_event` form);
+        the consumer calls :meth:`Operator.on_routed_event` with it."""
 
 
 ErrorHandler = Callable[[ActionExecutionError, Event, InputRecord], Awaitable[None]]
@@ -434,12 +443,13 @@ class Operator:
             id=record.id or f"{run.key}:{run.seq}",
             source_timestamp=record.timestamp,
         )
-        await self._process_event(run, event, None)
+        self._dispatch(run, event, None)
         tasks = run.tasks
+        run_task = self._run_task
         while not run.aborted:
             if tasks:
                 action, trigger = tasks.popleft()
-                await self._run_task(run, action, trigger)
+                await run_task(run, action, trigger)
             elif run.in_flight:
                 run.waiter = asyncio.get_running_loop().create_future()
                 await run.waiter
@@ -447,29 +457,47 @@ class Operator:
             else:
                 return
 
-    async def _process_event(self, run: _KeyRun, event: Event, sender: str | None) -> None:
+    def _dispatch(self, run: _KeyRun, event: Event, sender: str | None) -> None:
+        """Process a non-output event: log and count it, queue the actions it triggers."""
         if self._event_logger is not None:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
         event_type = type(event)
         self._event_counts[event_type] += 1
-        if event_type is OutputEvent or isinstance(event, OutputEvent):
-            record = run.record
-            watermark = self.event_time.watermark(record.partition)
-            await self._output.emit(run.key, event, record, watermark)  # type: ignore[arg-type]
-            self._outputs += 1
-            return
         for action in self.agent.actions_for(event_type):
             run.tasks.append((action, event))
 
-    async def _route(self, run: _KeyRun, event: Event, sender: str) -> None:
-        if self._router is None or isinstance(event, OutputEvent):
-            await self._process_event(run, event, sender)
-            return
-        assert event.id is not None
-        if run.in_flight is None:
-            run.in_flight = set()
-        run.in_flight.add(event.id)
-        await self._router.route(run.key, run.tag(self._incarnation), event, sender, run.record)
+    async def _emit(self, run: _KeyRun, event: OutputEvent, sender: str) -> None:
+        if self._event_logger is not None:
+            self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
+        self._event_counts[type(event)] += 1
+        record = run.record
+        await self._output.emit(run.key, event, record, self.event_time.watermark(record.partition))
+        self._outputs += 1
+
+    async def _process_event(self, run: _KeyRun, event: Event, sender: str | None) -> None:
+        if isinstance(event, OutputEvent):
+            await self._emit(run, event, sender or "")
+        else:
+            self._dispatch(run, event, sender)
+
+    async def _send_on(
+        self, run: _KeyRun, events: Sequence[Event], packed: Sequence[bytes], sender: str
+    ) -> None:
+        """Move an action's sent events on: outputs out, others to their actions."""
+        router = self._router
+        for event, data in zip(events, packed, strict=True):
+            if isinstance(event, OutputEvent):
+                await self._emit(run, event, sender)
+            elif router is None:
+                self._dispatch(run, event, sender)
+            else:
+                assert event.id is not None
+                if run.in_flight is None:
+                    run.in_flight = set()
+                run.in_flight.add(event.id)
+                await router.route(
+                    run.key, run.tag(self._incarnation), event, data, sender, run.record
+                )
 
     # -- the context's host (ContextHost) -------------------------------------------
 
@@ -511,57 +539,54 @@ class Operator:
         return child
 
     async def _run_task(self, run: _KeyRun, action: Action, event: Event) -> None:
-        assert event.id is not None
-        state = self.action_states.get(run.key, run.seq, action.name, event.id)
+        name, event_id, key, seq = action.name, event.id, run.key, run.seq
+        assert event_id is not None
+        state = self.action_states.get(key, seq, name, event_id)
         if state is not None and state.completed:
-            events: tuple[Event, ...] | list[Event] = tuple(
-                unpack_event(e) for e in state.sent_events
-            )
+            packed: Sequence[bytes] = state.sent_events
+            events: Sequence[Event] = [unpack_event(e) for e in packed]
             apply_updates({"short": run.short, "sensory": run.sensory}, list(state.memory_updates))
-            self._child(self.metrics.actions_replayed, action.name).inc()
-        else:
-            # Memory as of the action's start (copy on write: free until the first write),
-            # so that a failed action's writes are rolled back.
-            snapshot = run.snapshot()
-            ctx = RunnerContextImpl(self, action, event, run.key, run.seq, run, state)
-            started = time.perf_counter()
+            self._child(self.metrics.actions_replayed, name).inc()
+            await self._send_on(run, events, packed, name)
+            return
+        # Memory as of the action's start (copy on write: free until the first write), so
+        # that a failed action's writes are rolled back.
+        snapshot = run.snapshot()
+        ctx = RunnerContextImpl(self, action, event, key, seq, run, state)
+        started = time.perf_counter()
+        try:
+            result = action.fn(event, ctx)
+            if result is not None and inspect.isawaitable(result):
+                await result
+        except Exception as exc:
+            run.restore(snapshot)
+            self._child(self.metrics.action_failures, name).inc()
+            await self._fail(run, ActionExecutionError(key, name, event_id, seq, exc), event)
+            return
+        finally:
+            ctx.close()
+            self._duration(name).observe(time.perf_counter() - started)
+        packed = ctx.packed_events
+        self.action_states.put(
+            key,
+            seq,
+            name,
+            event_id,
+            ActionState(True, tuple(ctx.updates), tuple(packed), tuple(ctx.calls)),
+        )
+        if self._barrier is not None:
+            # Durable before its events move on: a completed action never runs again.
+            await self._barrier()
+        self._action_counts[name] += 1
+        events = ctx.events
+        if self._always_replay:
             try:
-                result = action.fn(event, ctx)
-                if result is not None and inspect.isawaitable(result):
-                    await result
-            except Exception as exc:
-                run.restore(snapshot)
-                self._child(self.metrics.action_failures, action.name).inc()
-                await self._fail(
-                    run, ActionExecutionError(run.key, action.name, event.id, run.seq, exc), event
-                )
+                events = list(await self._replay_check(run, action, event, snapshot))
+            except ReplayMismatch as exc:
+                error = NonDeterministicActionError(key, name, event_id, seq, str(exc))
+                await self._fail(run, error, event)
                 return
-            finally:
-                ctx.close()
-                self._duration(action.name).observe(time.perf_counter() - started)
-            state = ActionState(
-                True, tuple(ctx.updates), tuple(ctx.packed_events), tuple(ctx.calls)
-            )
-            self.action_states.put(run.key, run.seq, action.name, event.id, state)
-            if self._barrier is not None:
-                # Durable before its events move on: a completed action never runs again.
-                await self._barrier()
-            self._action_counts[action.name] += 1
-            events = ctx.events
-            if self._always_replay:
-                try:
-                    events = await self._replay_check(run, action, event, snapshot)
-                except ReplayMismatch as exc:
-                    await self._fail(
-                        run,
-                        NonDeterministicActionError(
-                            run.key, action.name, event.id, run.seq, str(exc)
-                        ),
-                        event,
-                    )
-                    return
-        for sent in events:
-            await self._route(run, sent, action.name)
+        await self._send_on(run, events, packed, name)
 
     async def _fail(self, run: _KeyRun, error: ActionExecutionError, event: Event) -> None:
         if self._on_error is not None:

@@ -38,7 +38,7 @@ from agentstream.observability.eventlog import EventLogger, EventLogRecord, crea
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime.operator import Operator
 from agentstream.runtime.records import InputRecord
-from agentstream.serde import dumps, loads, pack_event, unpack_event
+from agentstream.serde import dumps, loads, unpack_event
 from agentstream.service.app import AgentApp
 from agentstream.service.broker import client_settings, ensure_topics
 from agentstream.service.codecs import codec_for, decode_key, encode_key
@@ -373,12 +373,12 @@ class Worker:
         await delivery
 
     async def route(
-        self, key: Any, tag: str, event: Event, sender: str, record: InputRecord
+        self, key: Any, tag: str, event: Event, packed: bytes, sender: str, record: InputRecord
     ) -> None:
         assert self._producer is not None
         await self._producer.send(
             self.app.internal_topic,
-            value=dumps([tag, sender, pack_event(event)]),
+            value=dumps([tag, sender, packed]),
             key=encode_key(key),
             partition=record.partition,
             timestamp_ms=event.source_timestamp,

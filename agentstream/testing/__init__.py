@@ -115,6 +115,8 @@ class LocalRunner:
         return self._operator
 
     def _record(self, item: Any) -> InputRecord:
+        if type(item) is tuple and len(item) == 2:
+            return InputRecord(item[0], item[1], f"input-{next(self._ids)}")
         if isinstance(item, InputRecord):
             if item.id is None:
                 return InputRecord(

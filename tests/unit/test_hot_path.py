@@ -1,0 +1,148 @@
+"""The shortcuts the hot path takes keep the semantics of the slow path they replace."""
+
+from __future__ import annotations
+
+import gc
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field, computed_field, field_serializer
+
+from agentstream import Agent, Event, InputEvent, OutputEvent, RunnerContext, action
+from agentstream.runtime.action_state import ActionState, InMemoryActionStateStore
+from agentstream.runtime.memory import MemoryStore, StoreMemoryObject
+from agentstream.serde import encode_event, pack_event, unpack_event
+from agentstream.testing import LocalRunner
+
+
+class Inner(BaseModel):
+    n: int
+
+
+class Plain(Event):
+    text: str
+    inner: Inner
+    tags: set[str]
+
+
+class Shouting(Event):
+    text: str
+
+    @field_serializer("text")
+    def _upper(self, text: str) -> str:
+        return text.upper()
+
+
+class Hidden(Event):
+    text: str
+    secret: str = Field(default="s", exclude=True)
+
+
+class Computed(Event):
+    text: str
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def length(self) -> int:
+        return len(self.text)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Plain(text="a", inner=Inner(n=1), tags={"x"}, id="e", parent_id="p", extra_field=3),
+        Shouting(text="quiet", id="e"),
+        Hidden(text="shown", secret="kept out", id="e"),
+        Computed(text="abc", id="e"),
+    ],
+    ids=["plain", "field-serializer", "excluded-field", "computed-field"],
+)
+def test_packed_events_carry_what_model_dump_gives(event: Event) -> None:
+    """Scenario: events with and without customized serialization are packed.
+    We expect: unpacking yields the class's model_validate of its model_dump, whichever
+    path packed it (fields as stored for plain classes, model_dump otherwise)."""
+    back = unpack_event(pack_event(event))
+    expected = type(event).model_validate(event.model_dump(mode="python"))
+    assert type(back) is type(event)
+    assert back.model_dump() == expected.model_dump()
+    assert encode_event(back)["attributes"] == encode_event(expected)["attributes"]
+
+
+def test_field_serializer_is_applied_when_packing() -> None:
+    back = unpack_event(pack_event(Shouting(text="quiet")))
+    assert isinstance(back, Shouting) and back.text == "QUIET"
+
+
+def test_memory_dump_is_never_changed_by_later_writes() -> None:
+    """Scenario: the key record holds the memory dumped at an input's end; the next input
+    writes. We expect: the dumped snapshot (what a crash would restart from) is unchanged,
+    and a rolled-back write leaves the store as it was."""
+    store = MemoryStore("short")
+    writes: list[Any] = []
+    memory = StoreMemoryObject(store, "", writes.append, lambda: None)
+    memory.set("a", 1)
+    memory.set("n.b", [1, 2])
+    dumped = store.dump()
+    frozen = {"values": dict(dumped["values"]), "objects": list(dumped["objects"])}
+
+    again = MemoryStore("short", dumped)
+    view = StoreMemoryObject(again, "", writes.append, lambda: None)
+    before = again.snapshot()
+    view.set("a", 2)
+    view.new_object("n", overwrite=True)
+    assert dumped == frozen
+    assert again.values == {"a": 2} and again.objects == {"n"}
+    again.restore(before)
+    assert again.values == {"a": 1, "n.b": [1, 2]} and again.objects == {"n"}
+    assert again.dump() is dumped  # unchanged: the loaded snapshot is handed back
+
+
+def test_memory_keeps_its_own_copy_of_mutable_values() -> None:
+    store = MemoryStore("short")
+    memory = StoreMemoryObject(store, "", lambda update: None, lambda: None)
+    items = [1, 2]
+    memory.set("items", items)
+    items.append(3)
+    assert memory.get("items") == [1, 2]
+
+
+def test_pruning_walks_only_what_it_drops() -> None:
+    """Scenario: a key with many inputs; prune in order, then one written below the floor.
+    We expect: exactly the records up to each pruned seq are gone, none of the others."""
+    store = InMemoryActionStateStore()
+    done = ActionState(True)
+    for seq in range(1, 11):
+        store.put("k", seq, "a", f"e{seq}", done)
+    store.prune("k", 3)
+    assert sorted(s for _, s, _, _ in store.entries()) == list(range(4, 11))
+    store.put("k", 2, "a", "again", done)  # a replay with a fresh key state
+    store.prune("k", 5)
+    assert sorted(s for _, s, _, _ in store.entries()) == list(range(6, 11))
+    store.prune("k", 10)
+    assert len(store) == 0 and store.entries() == []
+
+
+class Counting(Agent):
+    @action(InputEvent)
+    def count(event: InputEvent, ctx: RunnerContext) -> None:
+        memory = ctx.short_term_memory
+        memory.set("n", (memory.get("n") or 0) + 1)
+        ctx.sensory_memory.set("seen", event.input)
+        ctx.send_event(OutputEvent(output=memory.get("n")))
+
+
+def test_a_processed_input_leaves_no_reference_cycles() -> None:
+    """Scenario: inputs whose action uses both memories, with the cycle collector off.
+    We expect: nothing for the collector to find afterwards (contexts and their memory
+    views are freed by reference counting, which keeps the collector off the hot path)."""
+    runner = LocalRunner(Counting(), auto_prune=True)
+    runner.run([("k", 0)])  # warm up: imports, caches, the first event loop
+    gc.collect()
+    gc.disable()
+    try:
+        outputs = runner.run([(f"k{i % 3}", i) for i in range(30)])
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert [o for _, o in outputs][-3:] == [10, 10, 10]
+    assert found < 30, f"{found} objects in reference cycles after 30 inputs"
