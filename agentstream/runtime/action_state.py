@@ -5,8 +5,10 @@ memory updates, sent events (serialized) and durable call outcomes. While an act
 each completed durable call is recorded at once (``completed=False``) so that a crash in
 the middle of an action does not repeat a finished call.
 
-Looking a run up yields an explicit value, :class:`ActionRun`; the operator branches on
-``replayed`` in one place.
+A completed record means the step is replayed: its memory updates are re-applied and its
+sent events move on with the same ids, without running the action (the operator decides in
+one place, ``Operator._run_task``). :class:`ActionRun` is that outcome as a value, for
+tools that inspect runs.
 """
 
 from __future__ import annotations
