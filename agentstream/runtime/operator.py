@@ -229,7 +229,6 @@ class Operator:
         self._action_counts: defaultdict[str, int] = defaultdict(int)
         self._outputs = 0
         self._pending = 0
-        self._durations: dict[str, Any] = {}
         self._runners: dict[Hashable, asyncio.Task[None]] = {}
         self._runs: dict[Hashable, _KeyRun] = {}
         self._finished: list[tuple[Hashable, int]] = []
@@ -347,7 +346,7 @@ class Operator:
         ):
             return False
         run.in_flight.discard(event.id)
-        await self._process_event(run, event, sender)
+        self._dispatch(run, event, sender)  # outputs are never routed
         run.wake()
         return True
 
@@ -389,7 +388,7 @@ class Operator:
             self._runners.pop(key, None)
 
     def flush_metrics(self) -> None:
-        """Move the hot-path counts into the Prometheus metrics (call before a scrape)."""
+        """Move the hot-path counts into the Prometheus metrics (runs on every collection)."""
         metrics = self.metrics
         events, self._event_counts = self._event_counts, defaultdict(int)
         for event_type, count in events.items():
@@ -474,12 +473,6 @@ class Operator:
         await self._output.emit(run.key, event, record, self.event_time.watermark(record.partition))
         self._outputs += 1
 
-    async def _process_event(self, run: _KeyRun, event: Event, sender: str | None) -> None:
-        if isinstance(event, OutputEvent):
-            await self._emit(run, event, sender or "")
-        else:
-            self._dispatch(run, event, sender)
-
     async def _send_on(
         self, run: _KeyRun, events: Sequence[Event], packed: Sequence[bytes], sender: str
     ) -> None:
@@ -532,12 +525,6 @@ class Operator:
 
     # -- one action step -------------------------------------------------------------
 
-    def _duration(self, action: str) -> Any:
-        child = self._durations.get(action)
-        if child is None:
-            child = self._durations[action] = self.metrics.action_duration_seconds.labels(action)
-        return child
-
     async def _run_task(self, run: _KeyRun, action: Action, event: Event) -> None:
         name, event_id, key, seq = action.name, event.id, run.key, run.seq
         assert event_id is not None
@@ -565,7 +552,9 @@ class Operator:
             return
         finally:
             ctx.close()
-            self._duration(name).observe(time.perf_counter() - started)
+            self._child(self.metrics.action_duration_seconds, name).observe(
+                time.perf_counter() - started
+            )
         packed = ctx.packed_events
         self.action_states.put(
             key,

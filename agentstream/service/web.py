@@ -33,7 +33,6 @@ class WebServer:
             await self._runner.cleanup()
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        self._worker.flush_metrics()
         body = render(self._worker.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
 

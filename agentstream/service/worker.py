@@ -129,11 +129,6 @@ class Worker:
         assert self._store is not None, "worker not started"
         return self._store
 
-    def flush_metrics(self) -> None:
-        """Bring the runtime's hot-path counters up to date (before a scrape)."""
-        if self._operator is not None:
-            self._operator.flush_metrics()
-
     async def start(self) -> None:
         s, app = self.settings, self.app
         try:

@@ -144,7 +144,6 @@ class LocalRunner:
         for item in inputs:
             operator.on_input(self._record(item))
         await operator.drain()
-        operator.flush_metrics()
         if self._auto_prune:
             operator.prune()
         new_errors = operator.failures[failures:]
