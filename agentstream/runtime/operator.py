@@ -67,10 +67,17 @@ log = logging.getLogger(__name__)
 class OutputSink(Protocol):
     """Where OutputEvents go."""
 
-    async def emit(
-        self, key: Any, event: OutputEvent, record: InputRecord, watermark: int | None
-    ) -> None:
-        """Deliver one output of ``record``'s input."""
+    def emit(
+        self,
+        key: Any,
+        event: OutputEvent,
+        packed: bytes,
+        record: InputRecord,
+        watermark: int | None,
+    ) -> Awaitable[None] | None:
+        """Deliver one output of ``record``'s input (``packed`` is its
+        :func:`~agentstream.serde.pack_event` form); may return something to await
+        (an ``async def`` does), which the key's input then waits for."""
 
 
 class EventRouter(Protocol):
@@ -84,6 +91,9 @@ class EventRouter(Protocol):
 
 
 ErrorHandler = Callable[[ActionExecutionError, Event, InputRecord], Awaitable[None]]
+
+# What a step of the key runner returns: None when it is done, else what to await first.
+Waiting = Awaitable[None] | None
 
 
 class _KeyRun:
@@ -351,41 +361,75 @@ class Operator:
         return True
 
     # -- the key runner ------------------------------------------------------------
+    #
+    # Each step is a plain function that either finishes (returns None) or returns what to
+    # await before the input can go on. An input whose steps never wait (sync or
+    # non-suspending actions, in-memory state, the in-process sink) is processed inline:
+    # no task, no coroutine of the runtime's own, no trip through the event loop. At its
+    # first wait the key gets a runner task that takes over from there.
 
     def _start(self, key: Hashable, rec: KeyRecord) -> None:
-        """Run the key's input inline until it first waits; only then give it a task.
-
-        An input whose actions never wait (sync actions, in-memory state) is processed
-        without creating a task or a trip through the event loop.
-        """
-        coro = self._run_key(key, rec)
+        """Process the key's inputs inline until one waits; then hand the key to a task."""
+        if self._max_concurrency:
+            self._spawn(key, self._run_limited(key, rec))
+            return
         try:
-            waiting_on = coro.send(None)
+            while True:
+                run = self._begin_input(key, rec)
+                waiting = self._advance(run)
+                if waiting is not None:
+                    self._spawn(key, self._run_key(key, run, waiting))
+                    return
+                rec = self._finish_input(key, run)
+                if rec.current is None:
+                    return
+        finally:
+            if key not in self._runners:
+                self._runs.pop(key, None)
+
+    def _spawn(self, key: Hashable, runner: Coroutine[Any, Any, None]) -> None:
+        """Give the key a runner task.
+
+        The runner is stepped inline first, so that it is already inside its ``try`` (and
+        cleans up after itself) even if the task is cancelled before it ever runs.
+        """
+        try:
+            waiting_on = runner.send(None)
         except StopIteration:
             return
-        self._runners[key] = asyncio.create_task(_adopt(coro, waiting_on), name=f"key:{key!r}")
+        self._runners[key] = asyncio.create_task(_adopt(runner, waiting_on), name=f"key:{key!r}")
 
-    async def _run_key(self, key: Hashable, rec: KeyRecord | None) -> None:
-        runs = self._runs
+    async def _run_key(self, key: Hashable, run: _KeyRun, waiting: Waiting) -> None:
+        """A key's runner task: finishes ``run`` (waiting on ``waiting``), then the next inputs."""
         try:
-            while rec is not None and rec.current is not None:
-                run = _KeyRun(
-                    key,
-                    rec.seq,
-                    rec.current,
-                    next(self._attempts),
-                    MemoryStore("short", rec.memory),
-                )
-                runs[key] = run
-                if self._max_concurrency:
-                    async with self._semaphore():
-                        await self._process_input(run)
-                else:
-                    await self._process_input(run)
+            while True:
+                await self._settle(run, waiting)
+                rec = self._finish_input(key, run)
+                if rec.current is None:
+                    return
+                run = self._begin_input(key, rec)
+                waiting = self._advance(run)
+        finally:
+            self._runs.pop(key, None)
+            self._runners.pop(key, None)
+
+    async def _run_limited(self, key: Hashable, rec: KeyRecord) -> None:
+        """A key's runner task under ``max_concurrency``: each input holds a slot."""
+        try:
+            while rec.current is not None:
+                async with self._semaphore():
+                    run = self._begin_input(key, rec)
+                    await self._settle(run, self._advance(run))
                 rec = self._finish_input(key, run)
         finally:
-            runs.pop(key, None)
+            self._runs.pop(key, None)
             self._runners.pop(key, None)
+
+    async def _settle(self, run: _KeyRun, waiting: Waiting) -> None:
+        """Await what the input waits on and go on with it, until the input is done."""
+        while waiting is not None:
+            await waiting
+            waiting = self._advance(run)
 
     def flush_metrics(self) -> None:
         """Move the hot-path counts into the Prometheus metrics (runs on every collection)."""
@@ -418,7 +462,7 @@ class Operator:
             self._limit = (loop, asyncio.Semaphore(self._max_concurrency or 1))
         return self._limit[1]
 
-    def _finish_input(self, key: Hashable, run: _KeyRun) -> KeyRecord | None:
+    def _finish_input(self, key: Hashable, run: _KeyRun) -> KeyRecord:
         """Record the input as done and start the next pending one; returns the record."""
         rec = self.key_state.get(key) or KeyRecord(seq=run.seq)
         rec.memory = run.short.dump()
@@ -435,26 +479,43 @@ class Operator:
             self.event_time.finished(record.partition, record.timestamp)
         return rec
 
-    async def _process_input(self, run: _KeyRun) -> None:
-        record = run.record
+    def _begin_input(self, key: Hashable, rec: KeyRecord) -> _KeyRun:
+        """Make the run of the key's current input and queue what its InputEvent triggers."""
+        record = rec.current
+        assert record is not None
+        run = self._runs[key] = _KeyRun(
+            key, rec.seq, record, next(self._attempts), MemoryStore("short", rec.memory)
+        )
         event = InputEvent(
             input=record.value,
-            id=record.id or f"{run.key}:{run.seq}",
+            id=record.id or f"{key}:{rec.seq}",
             source_timestamp=record.timestamp,
         )
         self._dispatch(run, event, None)
+        return run
+
+    def _advance(self, run: _KeyRun) -> Waiting:
+        """Run the input's queued actions until one waits; None once the input is done."""
         tasks = run.tasks
-        run_task = self._run_task
         while not run.aborted:
             if tasks:
                 action, trigger = tasks.popleft()
-                await run_task(run, action, trigger)
+                waiting = self._run_task(run, action, trigger)
+                if waiting is not None:
+                    return waiting
             elif run.in_flight:
-                run.waiter = asyncio.get_running_loop().create_future()
-                await run.waiter
-                run.waiter = None
+                return self._routed_back(run)
             else:
-                return
+                return None
+        return None
+
+    async def _routed_back(self, run: _KeyRun) -> None:
+        """Wait until a routed event of the input comes back (or the input is aborted)."""
+        run.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await run.waiter
+        finally:
+            run.waiter = None
 
     def _dispatch(self, run: _KeyRun, event: Event, sender: str | None) -> None:
         """Process a non-output event: log and count it, queue the actions it triggers."""
@@ -465,32 +526,54 @@ class Operator:
         for action in self.agent.actions_for(event_type):
             run.tasks.append((action, event))
 
-    async def _emit(self, run: _KeyRun, event: OutputEvent, sender: str) -> None:
+    def _emit(self, run: _KeyRun, event: OutputEvent, packed: bytes, sender: str) -> Waiting:
         if self._event_logger is not None:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
         self._event_counts[type(event)] += 1
-        record = run.record
-        await self._output.emit(run.key, event, record, self.event_time.watermark(record.partition))
         self._outputs += 1
+        record = run.record
+        return self._output.emit(
+            run.key, event, packed, record, self.event_time.watermark(record.partition)
+        )
 
-    async def _send_on(
+    def _send_on(
         self, run: _KeyRun, events: Sequence[Event], packed: Sequence[bytes], sender: str
-    ) -> None:
+    ) -> Waiting:
         """Move an action's sent events on: outputs out, others to their actions."""
+        for index, event in enumerate(events):
+            waiting = self._send_one(run, event, packed[index], sender)
+            if waiting is not None:
+                return self._send_rest(run, events, packed, sender, index + 1, waiting)
+        return None
+
+    async def _send_rest(
+        self,
+        run: _KeyRun,
+        events: Sequence[Event],
+        packed: Sequence[bytes],
+        sender: str,
+        start: int,
+        waiting: Awaitable[None],
+    ) -> None:
+        """:meth:`_send_on` from the first send that waits: the rest go one after another."""
+        await waiting
+        for index in range(start, len(events)):
+            waiting_on = self._send_one(run, events[index], packed[index], sender)
+            if waiting_on is not None:
+                await waiting_on
+
+    def _send_one(self, run: _KeyRun, event: Event, packed: bytes, sender: str) -> Waiting:
+        if isinstance(event, OutputEvent):
+            return self._emit(run, event, packed, sender)
         router = self._router
-        for event, data in zip(events, packed, strict=True):
-            if isinstance(event, OutputEvent):
-                await self._emit(run, event, sender)
-            elif router is None:
-                self._dispatch(run, event, sender)
-            else:
-                assert event.id is not None
-                if run.in_flight is None:
-                    run.in_flight = set()
-                run.in_flight.add(event.id)
-                await router.route(
-                    run.key, run.tag(self._incarnation), event, data, sender, run.record
-                )
+        if router is None:
+            self._dispatch(run, event, sender)
+            return None
+        assert event.id is not None
+        if run.in_flight is None:
+            run.in_flight = set()
+        run.in_flight.add(event.id)
+        return router.route(run.key, run.tag(self._incarnation), event, packed, sender, run.record)
 
     # -- the context's host (ContextHost) -------------------------------------------
 
@@ -525,7 +608,7 @@ class Operator:
 
     # -- one action step -------------------------------------------------------------
 
-    async def _run_task(self, run: _KeyRun, action: Action, event: Event) -> None:
+    def _run_task(self, run: _KeyRun, action: Action, event: Event) -> Waiting:
         name, event_id, key, seq = action.name, event.id, run.key, run.seq
         assert event_id is not None
         state = self.action_states.get(key, seq, name, event_id)
@@ -534,8 +617,7 @@ class Operator:
             events: Sequence[Event] = [unpack_event(e) for e in packed]
             apply_updates({"short": run.short, "sensory": run.sensory}, list(state.memory_updates))
             self._child(self.metrics.actions_replayed, name).inc()
-            await self._send_on(run, events, packed, name)
-            return
+            return self._send_on(run, events, packed, name)
         # Memory as of the action's start (copy on write: free until the first write), so
         # that a failed action's writes are rolled back.
         snapshot = run.snapshot()
@@ -543,49 +625,132 @@ class Operator:
         started = time.perf_counter()
         try:
             result = action.fn(event, ctx)
-            if result is not None and inspect.isawaitable(result):
-                await result
+            if type(result) is types.CoroutineType:
+                try:
+                    waiting_on = result.send(None)
+                except StopIteration:
+                    pass  # finished without waiting
+                else:
+                    rest = _adopt(result, waiting_on)
+                    return self._action_waits(run, action, event, ctx, snapshot, started, rest)
+            elif result is not None and inspect.isawaitable(result):
+                return self._action_waits(run, action, event, ctx, snapshot, started, result)
         except Exception as exc:
-            run.restore(snapshot)
-            self._child(self.metrics.action_failures, name).inc()
-            await self._fail(run, ActionExecutionError(key, name, event_id, seq, exc), event)
-            return
-        finally:
+            return self._action_failed(run, action, event, ctx, snapshot, started, exc)
+        except BaseException:
             ctx.close()
-            self._child(self.metrics.action_duration_seconds, name).observe(
-                time.perf_counter() - started
-            )
+            raise
+        return self._action_done(run, action, event, ctx, snapshot, started)
+
+    async def _action_waits(
+        self,
+        run: _KeyRun,
+        action: Action,
+        event: Event,
+        ctx: RunnerContextImpl,
+        snapshot: tuple[Snapshot, Snapshot | None],
+        started: float,
+        rest: Awaitable[Any],
+    ) -> None:
+        """An action that waits: await the ``rest`` of it, then end the step as above."""
+        try:
+            await rest
+        except Exception as exc:
+            then = self._action_failed(run, action, event, ctx, snapshot, started, exc)
+        except BaseException:
+            ctx.close()
+            raise
+        else:
+            then = self._action_done(run, action, event, ctx, snapshot, started)
+        if then is not None:
+            await then
+
+    def _action_over(self, ctx: RunnerContextImpl, name: str, started: float) -> None:
+        ctx.close()
+        duration = time.perf_counter() - started
+        self._child(self.metrics.action_duration_seconds, name).observe(duration)
+
+    def _action_failed(
+        self,
+        run: _KeyRun,
+        action: Action,
+        event: Event,
+        ctx: RunnerContextImpl,
+        snapshot: tuple[Snapshot, Snapshot | None],
+        started: float,
+        exc: Exception,
+    ) -> Waiting:
+        name = action.name
+        self._action_over(ctx, name, started)
+        run.restore(snapshot)
+        self._child(self.metrics.action_failures, name).inc()
+        assert event.id is not None
+        return self._fail(run, ActionExecutionError(run.key, name, event.id, run.seq, exc), event)
+
+    def _action_done(
+        self,
+        run: _KeyRun,
+        action: Action,
+        event: Event,
+        ctx: RunnerContextImpl,
+        snapshot: tuple[Snapshot, Snapshot | None],
+        started: float,
+    ) -> Waiting:
+        """Record the completed action, then move its sent events on."""
+        name = action.name
+        self._action_over(ctx, name, started)
         packed = ctx.packed_events
+        assert event.id is not None
         self.action_states.put(
-            key,
-            seq,
+            run.key,
+            run.seq,
             name,
-            event_id,
+            event.id,
             ActionState(True, tuple(ctx.updates), tuple(packed), tuple(ctx.calls)),
         )
+        self._action_counts[name] += 1
+        if self._barrier is not None or self._always_replay:
+            return self._after_record(run, action, event, ctx.events, packed, snapshot)
+        return self._send_on(run, ctx.events, packed, name)
+
+    async def _after_record(
+        self,
+        run: _KeyRun,
+        action: Action,
+        event: Event,
+        events: Sequence[Event],
+        packed: Sequence[bytes],
+        snapshot: tuple[Snapshot, Snapshot | None],
+    ) -> None:
+        """The barrier and the "always replay" check, between recording and sending on."""
         if self._barrier is not None:
             # Durable before its events move on: a completed action never runs again.
             await self._barrier()
-        self._action_counts[name] += 1
-        events = ctx.events
         if self._always_replay:
             try:
-                events = list(await self._replay_check(run, action, event, snapshot))
+                events = await self._replay_check(run, action, event, snapshot)
             except ReplayMismatch as exc:
-                error = NonDeterministicActionError(key, name, event_id, seq, str(exc))
-                await self._fail(run, error, event)
+                assert event.id is not None
+                error = NonDeterministicActionError(
+                    run.key, action.name, event.id, run.seq, str(exc)
+                )
+                then = self._fail(run, error, event)
+                if then is not None:
+                    await then
                 return
-        await self._send_on(run, events, packed, name)
+        then = self._send_on(run, events, packed, action.name)
+        if then is not None:
+            await then
 
-    async def _fail(self, run: _KeyRun, error: ActionExecutionError, event: Event) -> None:
+    def _fail(self, run: _KeyRun, error: ActionExecutionError, event: Event) -> Waiting:
         if self._on_error is not None:
-            await self._on_error(error, event, run.record)
-            return
+            return self._on_error(error, event, run.record)
         log.error("%s", error)
         self.failures.append(error)
         run.aborted = True
         run.tasks.clear()
         run.in_flight = None
+        return None
 
     async def _replay_check(
         self,

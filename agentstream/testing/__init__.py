@@ -15,7 +15,7 @@ import asyncio
 import itertools
 from collections.abc import Iterable
 from concurrent.futures import Executor
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from agentstream.api.agent import Agent
 from agentstream.api.events import OutputEvent
@@ -25,20 +25,29 @@ from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime.action_state import ActionStateStore, InMemoryActionStateStore
 from agentstream.runtime.operator import ErrorHandler, Operator
 from agentstream.runtime.records import InMemoryKeyState, InputRecord, KeyStateBackend
+from agentstream.serde import unpack_event
 
 __all__ = ["InMemoryActionStateStore", "InMemoryKeyState", "InputRecord", "LocalRunner"]
 
 
 class _Collect:
+    """The runner's output sink. Output events are kept packed (bytes, which the cycle
+    collector never scans) and rebuilt when asked for."""
+
     def __init__(self) -> None:
         self.outputs: list[tuple[Any, Any]] = []
-        self.events: list[OutputEvent] = []
+        self.events: list[bytes] = []
 
-    async def emit(
-        self, key: Any, event: OutputEvent, record: InputRecord, watermark: int | None
+    def emit(
+        self,
+        key: Any,
+        event: OutputEvent,
+        packed: bytes,
+        record: InputRecord,
+        watermark: int | None,
     ) -> None:
         self.outputs.append((key, event.output))
-        self.events.append(event)
+        self.events.append(packed)
 
 
 class LocalRunner:
@@ -174,4 +183,4 @@ class LocalRunner:
     @property
     def output_events(self) -> list[OutputEvent]:
         """Every OutputEvent emitted so far (with ids and source timestamps)."""
-        return list(self._sink.events)
+        return [cast(OutputEvent, unpack_event(packed)) for packed in self._sink.events]
