@@ -105,6 +105,10 @@ class ActionStateStore(Protocol):
     def get(self, key: Hashable, seq: int, action: str, event_id: str) -> ActionState | None:
         """The record of (key, seq, action, event id), if any."""
 
+    def has_input(self, key: Hashable, seq: int) -> bool:
+        """Whether any action run of ``key``'s input ``seq`` is recorded (when none is,
+        the operator runs the input's actions without looking each one up)."""
+
     def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
         """Record (or overwrite) a run's state."""
 
@@ -132,6 +136,10 @@ class InMemoryActionStateStore:
         if found is None or not self._serialize:
             return found
         return ActionState.from_bytes(found)
+
+    def has_input(self, key: Hashable, seq: int) -> bool:
+        seqs = self._data.get(key)
+        return seqs is not None and seq in seqs
 
     def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
         value = state.to_bytes() if self._serialize else state

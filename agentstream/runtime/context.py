@@ -37,6 +37,8 @@ __all__ = ["ContextHost", "Memories", "ReplayMismatch", "RunnerContextImpl", "fn
 
 T = TypeVar("T")
 
+_get_ident = threading.get_ident
+
 
 class ReplayMismatch(Exception):
     """Verification found an action doing something else on replay (internal)."""
@@ -97,10 +99,11 @@ class RunnerContextImpl(RunnerContext):
         "_host",
         "_key",
         "_memories",
-        "_memory",
         "_prior_calls",
         "_replaying",
+        "_sensory",
         "_seq",
+        "_short",
         "_thread",
         "_verify",
         "calls",
@@ -129,13 +132,14 @@ class RunnerContextImpl(RunnerContext):
         self._prior_calls: tuple[CallRecord, ...] = prior.calls if prior else ()
         self._replaying = bool(self._prior_calls)
         self._verify = verify
-        self._thread = threading.get_ident()
+        self._thread = _get_ident()
         self._closed = False
         self.updates: list[MemoryUpdate] = []
         self.events: list[Event] = []
         self.packed_events: list[bytes] = []
         self.calls: list[CallRecord] = []
-        self._memory: dict[str, StoreMemoryObject] | None = None
+        self._short: StoreMemoryObject | None = None
+        self._sensory: StoreMemoryObject | None = None
 
     @property
     def key(self) -> Any:
@@ -156,7 +160,7 @@ class RunnerContextImpl(RunnerContext):
     # -- guards -----------------------------------------------------------------
 
     def _check(self) -> None:
-        if threading.get_ident() != self._thread:
+        if _get_ident() != self._thread:
             raise ContextThreadError(
                 "RunnerContext used from another thread; it belongs to the event loop's "
                 "thread. Return values from the thread-pool function and use them in the action."
@@ -170,7 +174,7 @@ class RunnerContextImpl(RunnerContext):
         self._closed = True
         # The memory views point back at this context (its guard): drop them so the
         # context is freed by reference counting, not left to the cycle collector.
-        self._memory = None
+        self._short = self._sensory = None
 
     # -- RunnerContext ----------------------------------------------------------
 
@@ -203,24 +207,21 @@ class RunnerContextImpl(RunnerContext):
     @property
     def short_term_memory(self) -> MemoryObject:
         self._check()
-        return self._memory_object("short")
+        view = self._short
+        if view is None:
+            view = self._short = self._view(self._memories.short)
+        return view
 
     @property
     def sensory_memory(self) -> MemoryObject:
         self._check()
-        return self._memory_object("sensory")
+        view = self._sensory
+        if view is None:
+            view = self._sensory = self._view(self._memories.sensory)
+        return view
 
-    def _memory_object(self, scope: str) -> StoreMemoryObject:
-        if self._memory is None:
-            self._memory = {}
-        found = self._memory.get(scope)
-        if found is None:
-            memories = self._memories
-            store = memories.short if scope == "short" else memories.sensory
-            found = self._memory[scope] = StoreMemoryObject(
-                store, "", self.updates.append, self._check
-            )
-        return found
+    def _view(self, store: MemoryStore) -> StoreMemoryObject:
+        return StoreMemoryObject(store, "", self.updates.append, self._check)
 
     def get_resource(self, name: str) -> Any:
         self._check()

@@ -103,15 +103,24 @@ class _KeyRun:
     future, the routing tag) is made on first use.
     """
 
-    __slots__ = ("_sensory", "_tag", "aborted", "attempt", "in_flight", "key", "record",
-                 "seq", "short", "tasks", "waiter")  # fmt: skip
+    __slots__ = ("_sensory", "_tag", "aborted", "attempt", "fresh", "in_flight", "key",
+                 "record", "seq", "short", "tasks", "waiter")  # fmt: skip
 
-    def __init__(self, key: Any, seq: int, record: InputRecord, attempt: int, short: MemoryStore):
+    def __init__(
+        self,
+        key: Any,
+        seq: int,
+        record: InputRecord,
+        attempt: int,
+        short: MemoryStore,
+        fresh: bool,
+    ):
         self.key = key
         self.seq = seq
         self.record = record
         self.attempt = attempt
         self.short = short
+        self.fresh = fresh  # no action run of this input was recorded before this attempt
         self._sensory: MemoryStore | None = None
         self._tag: str | None = None
         self.tasks: deque[tuple[Action, Event]] = deque()
@@ -199,6 +208,8 @@ class Operator:
         barrier: awaited after an action or durable call is recorded, before anything
             depends on it: the service makes the record durable there, so a completed
             action or call is never run again after a crash.
+        prune_finished: drop an input's action state as soon as the input finishes,
+            instead of listing it for :meth:`prune` (nothing is left to replay).
     """
 
     def __init__(
@@ -216,6 +227,7 @@ class Operator:
         max_concurrency: int | None = None,
         executor: Executor | None = None,
         barrier: Callable[[], Awaitable[None]] | None = None,
+        prune_finished: bool = False,
     ):
         self.agent = agent
         self.key_state = key_state
@@ -232,6 +244,7 @@ class Operator:
         self._limit: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._executor = executor
         self._barrier = barrier
+        self._prune_finished = prune_finished
         self._children: dict[tuple[int, str], Any] = {}
         # Hot-path counts are plain ints (a Prometheus inc takes a lock), moved to the
         # counters by flush_metrics(); gauges are read from the operator at collection.
@@ -472,7 +485,10 @@ class Operator:
             rec.seq += 1
             self._pending -= 1
         self.key_state.put(key, rec)
-        self._finished.append((key, run.seq))
+        if self._prune_finished:
+            self.action_states.prune(key, run.seq)
+        else:
+            self._finished.append((key, run.seq))
         self.inputs_in_flight -= 1
         record = run.record
         if record.timestamp is not None:
@@ -483,12 +499,18 @@ class Operator:
         """Make the run of the key's current input and queue what its InputEvent triggers."""
         record = rec.current
         assert record is not None
+        seq = rec.seq
         run = self._runs[key] = _KeyRun(
-            key, rec.seq, record, next(self._attempts), MemoryStore("short", rec.memory)
+            key,
+            seq,
+            record,
+            next(self._attempts),
+            MemoryStore("short", rec.memory),
+            not self.action_states.has_input(key, seq),
         )
         event = InputEvent(
             input=record.value,
-            id=record.id or f"{key}:{rec.seq}",
+            id=record.id or f"{key}:{seq}",
             source_timestamp=record.timestamp,
         )
         self._dispatch(run, event, None)
@@ -611,7 +633,9 @@ class Operator:
     def _run_task(self, run: _KeyRun, action: Action, event: Event) -> Waiting:
         name, event_id, key, seq = action.name, event.id, run.key, run.seq
         assert event_id is not None
-        state = self.action_states.get(key, seq, name, event_id)
+        # A fresh input's runs cannot be recorded yet: each (action, event) runs once per
+        # attempt, so only what an earlier attempt left behind needs looking up.
+        state = None if run.fresh else self.action_states.get(key, seq, name, event_id)
         if state is not None and state.completed:
             packed: Sequence[bytes] = state.sent_events
             events: Sequence[Event] = [unpack_event(e) for e in packed]

@@ -123,6 +123,9 @@ class ChangelogActionStateStore:
         raw = self._load(key, seq).get(f"{action}\0{event_id}")
         return None if raw is None else ActionState.from_bytes(raw)
 
+    def has_input(self, key: Hashable, seq: int) -> bool:
+        return self._store.get(self._partitions[key], self._slot(key, seq)) is not None
+
     def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
         runs = self._load(key, seq)
         runs[f"{action}\0{event_id}"] = state.to_bytes()

@@ -120,6 +120,7 @@ class LocalRunner:
                 always_replay=self._always_replay,
                 max_concurrency=self._max_concurrency,
                 executor=self._executor,
+                prune_finished=self._auto_prune,
             )
         return self._operator
 
@@ -153,8 +154,6 @@ class LocalRunner:
         for item in inputs:
             operator.on_input(self._record(item))
         await operator.drain()
-        if self._auto_prune:
-            operator.prune()
         new_errors = operator.failures[failures:]
         self.errors.extend(new_errors)
         if new_errors and self._policy == "raise":

@@ -146,3 +146,59 @@ def test_a_processed_input_leaves_no_reference_cycles() -> None:
         gc.enable()
     assert [o for _, o in outputs][-3:] == [10, 10, 10]
     assert found < 30, f"{found} objects in reference cycles after 30 inputs"
+
+
+class CountingLookups(InMemoryActionStateStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = 0
+        self.most_held = 0
+
+    def get(self, key: Any, seq: int, action: str, event_id: str) -> ActionState | None:
+        self.lookups += 1
+        return super().get(key, seq, action, event_id)
+
+    def put(self, key: Any, seq: int, action: str, event_id: str, state: ActionState) -> None:
+        super().put(key, seq, action, event_id, state)
+        self.most_held = max(self.most_held, len(self))
+
+
+class Relay(Agent):
+    @action(InputEvent)
+    def first(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(Plain(text=str(event.input), inner=Inner(n=1), tags=set()))
+
+    @action(Plain)
+    def second(event: Plain, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output=event.text))
+
+
+def test_fresh_inputs_skip_lookups_and_replays_still_find_their_records() -> None:
+    """Scenario: inputs run on an empty action state store, then the same inputs on a new
+    runner over that store. We expect: no record is looked up for inputs that never ran
+    (nothing can be recorded for them), and the re-run replays every action from its
+    record: each of its lookups finds one, and the outputs are the same."""
+    store = CountingLookups()
+    inputs = [("a", 1), ("b", 2), ("a", 3)]
+    first = LocalRunner(Relay(), store).run(inputs)
+    assert store.lookups == 0
+
+    runner = LocalRunner(Relay(), store)
+    assert runner.run(inputs) == first
+    assert store.lookups == 6  # two actions per input, each found its record
+    replayed = runner.metrics.registry.get_sample_value(
+        "agentstream_actions_replayed_total", {"action": "second"}
+    )
+    assert replayed == 3
+
+
+def test_auto_prune_drops_each_input_state_as_it_finishes() -> None:
+    """Scenario: 20 inputs over 2 keys with auto_prune. We expect: the store never holds
+    more than the records of the inputs in flight (one per key at a time, two actions
+    each), and nothing once the run is over."""
+    store = CountingLookups()
+    runner = LocalRunner(Relay(), store, auto_prune=True)
+    outputs = runner.run([(f"k{i % 2}", i) for i in range(20)])
+    assert len(outputs) == 20
+    assert store.most_held <= 2
+    assert len(store) == 0
