@@ -63,6 +63,8 @@ __all__ = ["ErrorHandler", "EventRouter", "Operator", "OutputSink"]
 
 log = logging.getLogger(__name__)
 
+_clock = time.perf_counter
+
 
 class OutputSink(Protocol):
     """Where OutputEvents go."""
@@ -646,7 +648,7 @@ class Operator:
         # that a failed action's writes are rolled back.
         snapshot = run.snapshot()
         ctx = RunnerContextImpl(self, action, event, key, seq, run, state)
-        started = time.perf_counter()
+        started = _clock()
         try:
             result = action.fn(event, ctx)
             if type(result) is types.CoroutineType:
@@ -691,7 +693,7 @@ class Operator:
 
     def _action_over(self, ctx: RunnerContextImpl, name: str, started: float) -> None:
         ctx.close()
-        duration = time.perf_counter() - started
+        duration = _clock() - started
         self._child(self.metrics.action_duration_seconds, name).observe(duration)
 
     def _action_failed(
