@@ -9,13 +9,18 @@ Design note (mirrors Flink Agents' ActionExecutionOperator)::
     on_input(record) ── key busy? ── yes ──► KeyRecord.pending (one write)
                           │ no
                           ▼
-           seq += 1, current = record (one write) ──► key runner task
-    key runner: InputEvent ─► process_event ─► tasks (action, event) run one at a time
-       task: completed record in the action-state store? ─► ActionRun(replayed=True)
-             else run it ─► record ActionState ─► ActionRun(replayed=False)
+           seq += 1, current = record (one write) ──► run the key's input
+    input: InputEvent ─► dispatch ─► tasks (action, event) run one at a time
+       task: completed record in the action-state store? ─► replay it (memory updates
+             re-applied, sent events moved on with the same ids)
+             else run it ─► record ActionState ─► move its sent events on
        sent events: OutputEvent ─► sink; other ─► router (internal topic) or straight
-       back to process_event; the input is done when no task is queued and no routed
+       back to dispatch; the input is done when no task is queued and no routed
        event is in flight ─► memory saved, next pending input started (one write).
+
+    The key's inputs run inline in on_input until a step has to wait (an action awaits,
+    the sink or router sends, the barrier flushes); the key then gets a task that goes
+    on from that point. Sync actions over in-memory state never touch the event loop.
 
 Recovery re-runs a key's current input from its InputEvent: completed actions replay
 from their records (same event ids), unfinished ones run again, serving their recorded
