@@ -3,8 +3,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The wheel's build of the runtime (its hot path compiled with mypyc, see setup.py),
+# unpacked; WITH_COMPILED runs a command against it instead of the editable sources.
+COMPILED := build/compiled/.built
+WITH_COMPILED := AGENTSTREAM_EXPECT_COMPILED=1 PYTHONSAFEPATH=1 \
+	PYTHONPATH=$(CURDIR)/build/compiled:$(CURDIR)
 
-.PHONY: setup run test test-unit lint bench bench-local clean
+.PHONY: setup run test test-unit test-compiled compiled lint bench bench-local clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +19,24 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(COMPILED): $(STAMP) setup.py pyproject.toml $(wildcard agentstream/runtime/*.py)
+	rm -rf build/wheel build/compiled
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w build/wheel .
+	$(BIN)/python -m zipfile -e build/wheel/agentstream-*.whl build/compiled
+	touch $@
+
+compiled: $(COMPILED)
+
 run: $(STAMP)
 	$(BIN)/python -m agentstream demo examples.greeter:app
 
-test: $(STAMP)
+# The suite twice: on the sources, then on the compiled build users install.
+test: $(STAMP) $(COMPILED)
 	$(BIN)/python -m pytest -q
+	$(WITH_COMPILED) $(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=append
+
+test-compiled: $(COMPILED)
+	$(WITH_COMPILED) $(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=append
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -35,13 +53,13 @@ lint: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose/docker-compose.yml
 	$(BIN)/kubernetes-validate --strict --quiet --no-warn -k 1.28 deploy/k8s/*.yaml
 
-bench: $(STAMP)
+bench: $(STAMP) $(COMPILED)
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	$(BIN)/python -m benchmarks.kafka
+	$(WITH_COMPILED) $(BIN)/python -m benchmarks.kafka
 
-bench-local: $(STAMP)
+bench-local: $(STAMP) $(COMPILED)
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	$(BIN)/python -m benchmarks.local
+	$(WITH_COMPILED) $(BIN)/python -m benchmarks.local
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache data
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache data

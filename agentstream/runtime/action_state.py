@@ -17,6 +17,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from agentstream.api.events import Event
 from agentstream.runtime.memory import MemoryUpdate
 from agentstream.serde import dumps, loads
@@ -116,6 +118,7 @@ class ActionStateStore(Protocol):
         """Drop every record of ``key`` with a sequence number <= ``seq``."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InMemoryActionStateStore:
     """A real in-memory :class:`ActionStateStore`.
 

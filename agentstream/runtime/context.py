@@ -99,12 +99,11 @@ class RunnerContextImpl(RunnerContext):
         "_host",
         "_key",
         "_memories",
+        "_owner",
         "_prior_calls",
-        "_replaying",
         "_sensory",
         "_seq",
         "_short",
-        "_thread",
         "_verify",
         "calls",
         "events",
@@ -129,10 +128,10 @@ class RunnerContextImpl(RunnerContext):
         self._key = key
         self._seq = seq
         self._memories = memories
+        # The calls an earlier attempt recorded, served in order until the first mismatch.
         self._prior_calls: tuple[CallRecord, ...] = prior.calls if prior else ()
-        self._replaying = bool(self._prior_calls)
         self._verify = verify
-        self._thread = _get_ident()
+        self._owner = _get_ident()  # the thread it belongs to
         self._closed = False
         self.updates: list[MemoryUpdate] = []
         self.events: list[Event] = []
@@ -160,7 +159,7 @@ class RunnerContextImpl(RunnerContext):
     # -- guards -----------------------------------------------------------------
 
     def _check(self) -> None:
-        if _get_ident() != self._thread:
+        if _get_ident() != self._owner:
             raise ContextThreadError(
                 "RunnerContext used from another thread; it belongs to the event loop's "
                 "thread. Return values from the thread-pool function and use them in the action."
@@ -204,9 +203,11 @@ class RunnerContextImpl(RunnerContext):
         self.events.append(sent)
         self.packed_events.append(packed)
 
+    # The views check the context on every use; so the property checks only when it makes
+    # one (a closed context has dropped its views).
+
     @property
     def short_term_memory(self) -> MemoryObject:
-        self._check()
         view = self._short
         if view is None:
             view = self._short = self._view(self._memories.short)
@@ -214,13 +215,13 @@ class RunnerContextImpl(RunnerContext):
 
     @property
     def sensory_memory(self) -> MemoryObject:
-        self._check()
         view = self._sensory
         if view is None:
             view = self._sensory = self._view(self._memories.sensory)
         return view
 
     def _view(self, store: MemoryStore) -> StoreMemoryObject:
+        self._check()
         return StoreMemoryObject(store, "", self.updates.append, self._check)
 
     def get_resource(self, name: str) -> Any:
@@ -244,7 +245,7 @@ class RunnerContextImpl(RunnerContext):
     def _lookup(self, fid: str, digest: str) -> CallRecord | None:
         """The recorded call at the next position, if it matches; else stop replaying."""
         position = len(self.calls)
-        if self._replaying and position < len(self._prior_calls):
+        if position < len(self._prior_calls):
             record = self._prior_calls[position]
             if record.fn_id == fid and record.digest == digest:
                 return record
@@ -253,7 +254,7 @@ class RunnerContextImpl(RunnerContext):
                 f"action {self._action.name!r} made durable call #{position} to {fid} with "
                 "arguments that do not match its record on replay"
             )
-        self._replaying = False
+        self._prior_calls = ()  # stop replaying: the rest runs for real
         return None
 
     def _record(self, record: CallRecord, *, replace_last: bool = False) -> None:

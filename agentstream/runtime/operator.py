@@ -43,7 +43,6 @@ from collections.abc import (
     Awaitable,
     Callable,
     Coroutine,
-    Generator,
     Hashable,
     Iterable,
     Sequence,
@@ -58,6 +57,7 @@ from agentstream.errors import ActionExecutionError, NonDeterministicActionError
 from agentstream.observability.eventlog import EventLogger, EventLogRecord
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime.action_state import ActionState, ActionStateStore
+from agentstream.runtime.adopt import adopt
 from agentstream.runtime.context import ReplayMismatch, RunnerContextImpl
 from agentstream.runtime.eventtime import EventTimeTracker
 from agentstream.runtime.memory import MemoryStore, Snapshot, apply_updates
@@ -171,28 +171,6 @@ class _Verification:
     def __init__(self, short: MemoryStore, sensory: MemoryStore):
         self.short = short
         self.sensory = sensory
-
-
-@types.coroutine
-def _adopt(coro: Coroutine[Any, Any, None], waiting_on: Any) -> Generator[Any, Any, None]:
-    """Continue a coroutine, already stepped once by hand, inside a task.
-
-    The future it yielded is passed up to the task unchanged, so the task waits on it
-    exactly as if it had run the coroutine from the start.
-    """
-    while True:
-        try:
-            sent = yield waiting_on
-        except BaseException as exc:  # cancellation and the like go to the coroutine
-            try:
-                waiting_on = coro.throw(exc)
-            except StopIteration:
-                return
-        else:
-            try:
-                waiting_on = coro.send(sent)
-            except StopIteration:
-                return
 
 
 class Operator:
@@ -417,7 +395,7 @@ class Operator:
             waiting_on = runner.send(None)
         except StopIteration:
             return
-        self._runners[key] = asyncio.create_task(_adopt(runner, waiting_on), name=f"key:{key!r}")
+        self._runners[key] = asyncio.create_task(adopt(runner, waiting_on), name=f"key:{key!r}")
 
     async def _run_key(self, key: Hashable, run: _KeyRun, waiting: Waiting) -> None:
         """A key's runner task: finishes ``run`` (waiting on ``waiting``), then the next inputs."""
@@ -662,7 +640,7 @@ class Operator:
                 except StopIteration:
                     pass  # finished without waiting
                 else:
-                    rest = _adopt(result, waiting_on)
+                    rest = adopt(result, waiting_on)
                     return self._action_waits(run, action, event, ctx, snapshot, started, rest)
             elif result is not None and inspect.isawaitable(result):
                 return self._action_waits(run, action, event, ctx, snapshot, started, result)

@@ -11,6 +11,8 @@ from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
+from mypy_extensions import mypyc_attr
+
 from agentstream.serde import dumps, loads
 
 __all__ = ["InputRecord", "KeyRecord", "KeyStateBackend"]
@@ -93,6 +95,7 @@ class KeyStateBackend(Protocol):
         """Every key with a record."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InMemoryKeyState:
     """A real in-memory :class:`KeyStateBackend`.
 

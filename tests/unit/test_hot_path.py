@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 from typing import Any
 
 import pytest
@@ -202,3 +203,18 @@ def test_auto_prune_drops_each_input_state_as_it_finishes() -> None:
     assert len(outputs) == 20
     assert store.most_held <= 2
     assert len(store) == 0
+
+
+@pytest.mark.skipif(
+    os.environ.get("AGENTSTREAM_EXPECT_COMPILED") != "1",
+    reason="the compiled build is checked by `make test-compiled`",
+)
+def test_the_compiled_runtime_is_the_one_running() -> None:
+    """Scenario: the suite runs against the wheel built with mypyc (``make test``'s second
+    run). We expect: the hot-path modules are the compiled ones, so that run tests them
+    and not the plain sources beside them; ``adopt`` stays a Python generator."""
+    from agentstream.runtime import action_state, adopt, context, memory, operator, records
+
+    for module in (action_state, context, memory, operator, records):
+        assert module.__file__ is not None and module.__file__.endswith(".so"), module.__file__
+    assert adopt.__file__ is not None and adopt.__file__.endswith(".py")

@@ -1,0 +1,39 @@
+"""Build: the runtime's hot path is compiled with mypyc when a wheel is built.
+
+``pip install .`` and the Docker image compile the modules in ``COMPILED`` (a C compiler
+is needed; without one, or with ``AGENTSTREAM_PURE_PYTHON=1``, the same modules are
+installed as plain Python, which behaves the same, only slower). Editable installs
+(``pip install -e .``, what ``make setup`` does) are never compiled, so an edited source
+file is always the code that runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+
+COMPILED = [
+    "agentstream/runtime/action_state.py",
+    "agentstream/runtime/context.py",
+    "agentstream/runtime/memory.py",
+    "agentstream/runtime/operator.py",
+    "agentstream/runtime/records.py",
+]
+
+
+def _extensions() -> list:
+    if os.environ.get("AGENTSTREAM_PURE_PYTHON") == "1" or "editable_wheel" in sys.argv:
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        return []
+    extensions = mypycify(COMPILED, opt_level="3")
+    for extension in extensions:
+        extension.optional = True  # no compiler: install the plain Python modules
+    return extensions
+
+
+setup(ext_modules=_extensions())
