@@ -19,8 +19,8 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-$(COMPILED): $(STAMP) setup.py pyproject.toml $(wildcard agentstream/runtime/*.py)
-	rm -rf build/wheel build/compiled
+$(COMPILED): $(STAMP) setup.py pyproject.toml $(wildcard agentstream/*.py agentstream/*/*.py)
+	rm -rf build
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w build/wheel .
 	$(BIN)/python -m zipfile -e build/wheel/agentstream-*.whl build/compiled
 	touch $@

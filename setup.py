@@ -15,11 +15,16 @@ import sys
 from setuptools import setup
 
 COMPILED = [
+    "agentstream/api/ids.py",
+    "agentstream/observability/histogram.py",
     "agentstream/runtime/action_state.py",
     "agentstream/runtime/context.py",
     "agentstream/runtime/memory.py",
     "agentstream/runtime/operator.py",
+    "agentstream/runtime/eventtime.py",
     "agentstream/runtime/records.py",
+    "agentstream/serde.py",
+    "agentstream/testing/__init__.py",
 ]
 
 

@@ -12,10 +12,11 @@ so replaying an input yields the same ids.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+from agentstream.api.ids import derive_event_id
 
 __all__ = [
     "Event",
@@ -91,11 +92,3 @@ class OutputEvent(Event):
 def event_class_for(type_name: str) -> type[Event] | None:
     """The event class registered under ``type_name``, if it has been imported."""
     return _REGISTRY.get(type_name)
-
-
-def derive_event_id(parent_id: str, action: str, index: int) -> str:
-    """Id of the ``index``-th event sent by ``action`` while processing ``parent_id``."""
-    digest = hashlib.blake2b(
-        f"{parent_id}\x1f{action}\x1f{index}".encode(), digest_size=12
-    ).hexdigest()
-    return digest

@@ -20,7 +20,6 @@ names raises :class:`~agentstream.errors.ConfigurationError`.
 
 from __future__ import annotations
 
-import bisect
 import math
 import re
 import threading
@@ -39,6 +38,7 @@ from prometheus_client.registry import Collector
 
 from agentstream.api.metrics import Counter, Gauge, Histogram, MetricGroup
 from agentstream.errors import ConfigurationError
+from agentstream.observability.histogram import HistogramCounts
 
 __all__ = [
     "ACTION_DURATION_BUCKETS",
@@ -344,11 +344,11 @@ class LoopHistogram(Collector):
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
         self._bounds = _normalize_buckets(name, buckets)
-        self._children: dict[tuple[str, ...], _LoopHistogramChild] = {}
+        self._children: dict[tuple[str, ...], HistogramCounts] = {}
         if registry is not None:
             registry.register(self)
 
-    def labels(self, *values: Any, **by_name: Any) -> _LoopHistogramChild:
+    def labels(self, *values: Any, **by_name: Any) -> HistogramCounts:
         """The child of these label values (created on first use)."""
         key = (
             tuple(str(by_name[n]) for n in self._labelnames)
@@ -359,7 +359,7 @@ class LoopHistogram(Collector):
             raise ValueError(f"{self._name} takes the labels {list(self._labelnames)}")
         child = self._children.get(key)
         if child is None:
-            child = self._children[key] = _LoopHistogramChild(self._bounds)
+            child = self._children[key] = HistogramCounts(self._bounds)
         return child
 
     def describe(self) -> list[Metric]:
@@ -375,19 +375,6 @@ class LoopHistogram(Collector):
                 cumulative.append(("+Inf" if bound == math.inf else repr(bound), total))
             family.add_metric(list(values), cumulative, child.sum)
         yield family
-
-
-class _LoopHistogramChild:
-    __slots__ = ("bounds", "counts", "sum")
-
-    def __init__(self, bounds: tuple[float, ...]):
-        self.bounds = bounds
-        self.counts = [0] * len(bounds)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
-        self.sum += value
 
 
 class PrometheusMetricGroup:

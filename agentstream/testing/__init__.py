@@ -17,6 +17,8 @@ from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import Any, Literal, cast
 
+from mypy_extensions import mypyc_attr
+
 from agentstream.api.agent import Agent
 from agentstream.api.events import OutputEvent
 from agentstream.errors import ActionExecutionError, ConfigurationError
@@ -50,6 +52,7 @@ class _Collect:
         self.events.append(packed)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class LocalRunner:
     """Runs an agent in-process over in-memory state.
 
