@@ -29,6 +29,7 @@ __all__ = [
     "ActionStateStore",
     "CallRecord",
     "InMemoryActionStateStore",
+    "new_action_state",
 ]
 
 
@@ -91,6 +92,20 @@ class ActionState(NamedTuple):
             sent_events=tuple(events),
             calls=tuple(CallRecord.from_wire(c) for c in calls),
         )
+
+
+_tuple_new = tuple.__new__
+
+
+def new_action_state(
+    completed: bool,
+    memory_updates: tuple[MemoryUpdate, ...] = (),
+    sent_events: tuple[bytes, ...] = (),
+    calls: tuple[CallRecord, ...] = (),
+) -> ActionState:
+    """``ActionState(...)`` without the named tuple's constructor, which is Python code
+    (this module is compiled; the hot path records one state per action run)."""
+    return _tuple_new(ActionState, (completed, memory_updates, sent_events, calls))
 
 
 class ActionRun(NamedTuple):

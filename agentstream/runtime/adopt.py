@@ -1,7 +1,9 @@
-"""Handing a coroutine that was stepped by hand over to a task.
+"""Stepping a coroutine by hand, and handing it over to a task afterwards.
 
 This module is never compiled (see setup.py): ``asyncio`` accepts only real coroutines, and
-a generator-based one (``types.coroutine``) must stay a Python generator.
+a generator-based one (``types.coroutine``) must stay a Python generator. Catching the
+``StopIteration`` of a finished coroutine is also cheaper here than in compiled code, which
+records a traceback entry for every exception it sees.
 """
 
 from __future__ import annotations
@@ -10,7 +12,18 @@ import types
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-__all__ = ["adopt"]
+__all__ = ["DONE", "adopt", "first_step"]
+
+DONE: Any = object()  # first_step's answer for a coroutine that finished without waiting
+
+
+def first_step(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``coro`` until it first waits: what it waits on, or :data:`DONE` if it
+    finished (its exceptions propagate)."""
+    try:
+        return coro.send(None)
+    except StopIteration:
+        return DONE
 
 
 @types.coroutine

@@ -56,8 +56,8 @@ from agentstream.api.metrics import MetricGroup
 from agentstream.errors import ActionExecutionError, NonDeterministicActionError
 from agentstream.observability.eventlog import EventLogger, EventLogRecord
 from agentstream.observability.metrics import RuntimeMetrics
-from agentstream.runtime.action_state import ActionState, ActionStateStore
-from agentstream.runtime.adopt import adopt
+from agentstream.runtime.action_state import ActionStateStore, new_action_state
+from agentstream.runtime.adopt import DONE, adopt, first_step
 from agentstream.runtime.context import ReplayMismatch, RunnerContextImpl
 from agentstream.runtime.eventtime import EventTimeTracker
 from agentstream.runtime.memory import MemoryStore, Snapshot, apply_updates
@@ -69,6 +69,10 @@ __all__ = ["ErrorHandler", "EventRouter", "Operator", "OutputSink"]
 log = logging.getLogger(__name__)
 
 _clock = time.perf_counter
+# InputEvent(**fields) without pydantic's Python-level __init__ (one is built per input).
+_new_input_event: Callable[[dict[str, Any]], InputEvent] = (
+    InputEvent.__pydantic_validator__.validate_python
+)
 
 
 class OutputSink(Protocol):
@@ -493,10 +497,12 @@ class Operator:
             MemoryStore("short", rec.memory),
             not self.action_states.has_input(key, seq),
         )
-        event = InputEvent(
-            input=record.value,
-            id=record.id or f"{key}:{seq}",
-            source_timestamp=record.timestamp,
+        event = _new_input_event(
+            {
+                "input": record.value,
+                "id": record.id or f"{key}:{seq}",
+                "source_timestamp": record.timestamp,
+            }
         )
         self._dispatch(run, event, None)
         return run
@@ -597,7 +603,7 @@ class Operator:
             ctx.seq,
             ctx.action_name,
             ctx.event_id,
-            ActionState(completed=False, calls=tuple(ctx.calls)),
+            new_action_state(False, calls=tuple(ctx.calls)),
         )
 
     def replayed_call(self, ctx: RunnerContextImpl) -> None:
@@ -635,11 +641,8 @@ class Operator:
         try:
             result = action.fn(event, ctx)
             if type(result) is types.CoroutineType:
-                try:
-                    waiting_on = result.send(None)
-                except StopIteration:
-                    pass  # finished without waiting
-                else:
+                waiting_on = first_step(result)
+                if waiting_on is not DONE:
                     rest = adopt(result, waiting_on)
                     return self._action_waits(run, action, event, ctx, snapshot, started, rest)
             elif result is not None and inspect.isawaitable(result):
@@ -715,7 +718,7 @@ class Operator:
             run.seq,
             name,
             event.id,
-            ActionState(True, tuple(ctx.updates), tuple(packed), tuple(ctx.calls)),
+            new_action_state(True, tuple(ctx.updates), tuple(packed), tuple(ctx.calls)),
         )
         self._action_counts[name] += 1
         if self._barrier is not None or self._always_replay:

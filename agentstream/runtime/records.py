@@ -15,7 +15,7 @@ from mypy_extensions import mypyc_attr
 
 from agentstream.serde import dumps, loads
 
-__all__ = ["InputRecord", "KeyRecord", "KeyStateBackend"]
+__all__ = ["InputRecord", "KeyRecord", "KeyStateBackend", "new_input_record"]
 
 
 class InputRecord(NamedTuple):
@@ -38,6 +38,22 @@ class InputRecord(NamedTuple):
     @classmethod
     def from_wire(cls, data: list[Any]) -> InputRecord:
         return cls(*data)
+
+
+_tuple_new = tuple.__new__
+
+
+def new_input_record(
+    key: Any,
+    value: Any,
+    id: str | None,
+    timestamp: int | None = None,
+    partition: int = 0,
+    offset: int | None = None,
+) -> InputRecord:
+    """``InputRecord(...)`` without the named tuple's constructor, which is Python code
+    (this module is compiled; the hot path builds one record per input)."""
+    return _tuple_new(InputRecord, (key, value, id, timestamp, partition, offset))
 
 
 @dataclass(slots=True)

@@ -26,7 +26,12 @@ from agentstream.observability.eventlog import EventLogger
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime.action_state import ActionStateStore, InMemoryActionStateStore
 from agentstream.runtime.operator import ErrorHandler, Operator
-from agentstream.runtime.records import InMemoryKeyState, InputRecord, KeyStateBackend
+from agentstream.runtime.records import (
+    InMemoryKeyState,
+    InputRecord,
+    KeyStateBackend,
+    new_input_record,
+)
 from agentstream.serde import unpack_event
 
 __all__ = ["InMemoryActionStateStore", "InMemoryKeyState", "InputRecord", "LocalRunner"]
@@ -129,7 +134,7 @@ class LocalRunner:
 
     def _record(self, item: Any) -> InputRecord:
         if type(item) is tuple and len(item) == 2:
-            return InputRecord(item[0], item[1], f"input-{next(self._ids)}")
+            return new_input_record(item[0], item[1], f"input-{next(self._ids)}")
         if isinstance(item, InputRecord):
             if item.id is None:
                 return InputRecord(
