@@ -79,16 +79,10 @@ class OutputSink(Protocol):
     """Where OutputEvents go."""
 
     def emit(
-        self,
-        key: Any,
-        event: OutputEvent,
-        packed: bytes,
-        record: InputRecord,
-        watermark: int | None,
+        self, key: Any, event: OutputEvent, record: InputRecord, watermark: int | None
     ) -> Awaitable[None] | None:
-        """Deliver one output of ``record``'s input (``packed`` is its
-        :func:`~agentstream.serde.pack_event` form); may return something to await
-        (an ``async def`` does), which the key's input then waits for."""
+        """Deliver one output of ``record``'s input; may return something to await (an
+        ``async def`` does), which the key's input then waits for."""
 
 
 class EventRouter(Protocol):
@@ -539,15 +533,14 @@ class Operator:
         for action in self.agent.actions_for(event_type):
             run.tasks.append((action, event))
 
-    def _emit(self, run: _KeyRun, event: OutputEvent, packed: bytes, sender: str) -> Waiting:
+    def _emit(self, run: _KeyRun, event: OutputEvent, sender: str) -> Waiting:
         if self._event_logger is not None:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
         self._event_counts[type(event)] += 1
         self._outputs += 1
         record = run.record
-        return self._output.emit(
-            run.key, event, packed, record, self.event_time.watermark(record.partition)
-        )
+        watermark = self.event_time.watermark(record.partition)
+        return self._output.emit(run.key, event, record, watermark)
 
     def _send_on(
         self, run: _KeyRun, events: Sequence[Event], packed: Sequence[bytes], sender: str
@@ -577,7 +570,7 @@ class Operator:
 
     def _send_one(self, run: _KeyRun, event: Event, packed: bytes, sender: str) -> Waiting:
         if isinstance(event, OutputEvent):
-            return self._emit(run, event, packed, sender)
+            return self._emit(run, event, sender)
         router = self._router
         if router is None:
             self._dispatch(run, event, sender)

@@ -344,12 +344,7 @@ class Worker:
     # -- OutputSink and EventRouter ------------------------------------------------------
 
     async def emit(
-        self,
-        key: Any,
-        event: OutputEvent,
-        packed: bytes,
-        record: InputRecord,
-        watermark: int | None,
+        self, key: Any, event: OutputEvent, record: InputRecord, watermark: int | None
     ) -> None:
         assert self._producer is not None
         try:

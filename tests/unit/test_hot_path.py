@@ -229,3 +229,34 @@ def test_the_compiled_runtime_is_the_one_running() -> None:
         module = importlib.import_module(name.removesuffix(".py").replace("/", "."))
         assert module.__file__ is not None and module.__file__.endswith(".so"), module.__file__
     assert adopt.__file__ is not None and adopt.__file__.endswith(".py")
+
+
+class Tagged(OutputEvent):
+    tag: str
+
+
+class Carries(Agent):
+    @action(InputEvent)
+    def out(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output=Inner(n=event.input)))
+        ctx.send_event(OutputEvent(output=event.input, note="extra"))
+        ctx.send_event(Tagged(output=event.input, tag="sub"))
+
+
+def test_output_events_are_the_events_the_actions_sent() -> None:
+    """Scenario: an action sends a plain OutputEvent whose output is a pydantic model, one
+    with an extra attribute and one of a subclass. We expect: the runner's output events
+    equal the sent ones, with the very output object (not a serialized copy), the extra
+    attribute and the subclass kept."""
+    runner = LocalRunner(Carries())
+    outputs = runner.run([("k", 7)])
+    plain, extra, tagged = runner.output_events
+    assert plain.output is outputs[0][1] and plain.output == Inner(n=7)
+    assert plain.id is not None and plain.parent_id == "input-0"
+    assert (
+        plain.model_dump()
+        == OutputEvent(output=Inner(n=7), id=plain.id, parent_id="input-0").model_dump()
+    )
+    assert extra.note == "extra"  # type: ignore[attr-defined]
+    assert isinstance(tagged, Tagged) and tagged.tag == "sub"
+    assert len({plain.id, extra.id, tagged.id}) == 3
