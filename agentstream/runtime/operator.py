@@ -171,6 +171,71 @@ class _Verification:
         self.sensory = sensory
 
 
+class _Counts:
+    """The operator's hot-path counts, and what the metrics read of the operator.
+
+    The runtime counts in plain ints (a Prometheus ``inc`` takes a lock) and :meth:`flush`
+    moves the counts into the metrics whenever the registry is collected. The metrics'
+    hooks hold this object, not the operator: the operator holds the metrics, so a hook
+    bound to it would close a reference cycle, and a dropped operator, with all the state
+    it keeps, would then live on until a full pass of the cycle collector.
+    """
+
+    __slots__ = ("actions", "children", "event_time", "events", "metrics", "outputs",
+                 "pending", "runners")  # fmt: skip
+
+    def __init__(
+        self,
+        metrics: RuntimeMetrics,
+        event_time: EventTimeTracker,
+        runners: dict[Hashable, asyncio.Task[None]],
+    ):
+        self.metrics = metrics
+        self.event_time = event_time
+        self.runners = runners
+        self.children: dict[tuple[int, str], Any] = {}
+        self.events: defaultdict[type[Event], int] = defaultdict(int)
+        self.actions: defaultdict[str, int] = defaultdict(int)
+        self.outputs = 0
+        self.pending = 0
+
+    def register(self) -> None:
+        metrics = self.metrics
+        metrics.busy_keys.set_function(self.busy_keys)
+        metrics.pending_inputs.set_function(self.pending_inputs)
+        metrics.on_collect(self.flush)
+
+    def busy_keys(self) -> int:
+        return len(self.runners)
+
+    def pending_inputs(self) -> int:
+        return self.pending
+
+    def flush(self) -> None:
+        metrics = self.metrics
+        events, self.events = self.events, defaultdict(int)
+        for event_type, count in events.items():
+            self.child(metrics.events_processed, event_type.type_name()).inc(count)
+        actions, self.actions = self.actions, defaultdict(int)
+        for name, count in actions.items():
+            self.child(metrics.actions_executed, name).inc(count)
+        if self.outputs:
+            metrics.outputs_emitted.inc(self.outputs)
+            self.outputs = 0
+        for partition in self.event_time.partitions():
+            watermark = self.event_time.watermark(partition)
+            if watermark is not None:
+                self.child(metrics.watermark_ms, str(partition)).set(watermark)
+
+    def child(self, metric: Any, value: str) -> Any:
+        """``metric.labels(value)``, cached: prometheus' own lookup is slow on a hot path."""
+        key = (id(metric), value)
+        child = self.children.get(key)
+        if child is None:
+            child = self.children[key] = metric.labels(value)
+        return child
+
+
 class Operator:
     """Processes keyed inputs with Flink Agents' event-processing semantics.
 
@@ -228,23 +293,15 @@ class Operator:
         self._executor = executor
         self._barrier = barrier
         self._prune_finished = prune_finished
-        self._children: dict[tuple[int, str], Any] = {}
-        # Hot-path counts are plain ints (a Prometheus inc takes a lock), moved to the
-        # counters by flush_metrics(); gauges are read from the operator at collection.
-        self._event_counts: defaultdict[type[Event], int] = defaultdict(int)
-        self._action_counts: defaultdict[str, int] = defaultdict(int)
-        self._outputs = 0
-        self._pending = 0
         self._runners: dict[Hashable, asyncio.Task[None]] = {}
+        self._counts = _Counts(self.metrics, self.event_time, self._runners)
         self._runs: dict[Hashable, _KeyRun] = {}
         self._finished: list[tuple[Hashable, int]] = []
         self.inputs_in_flight = 0  # accepted (running or pending) and not finished
         self._incarnation = uuid.uuid4().hex[:8]
         self._attempts = itertools.count()
         self._groups: dict[str, tuple[MetricGroup, MetricGroup]] = {}
-        self.metrics.busy_keys.set_function(self.busy_keys)
-        self.metrics.pending_inputs.set_function(lambda: self._pending)
-        self.metrics.on_collect(self.flush_metrics)
+        self._counts.register()
 
     # -- inputs ------------------------------------------------------------------
 
@@ -267,7 +324,7 @@ class Operator:
         if rec.current is not None or key in self._runners:
             rec.pending.append(record)
             self.key_state.put(key, rec)
-            self._pending += 1
+            self._counts.pending += 1
             return True
         rec.seq += 1
         rec.current = record
@@ -288,7 +345,7 @@ class Operator:
             for record in (rec.current, *rec.pending):
                 self.event_time.started(record.partition, record.timestamp)
                 self.inputs_in_flight += 1
-            self._pending += len(rec.pending)
+            self._counts.pending += len(rec.pending)
             self._start(key, rec)
             resumed += 1
         return resumed
@@ -307,7 +364,7 @@ class Operator:
                 await task
             rec = self.key_state.get(key)
             if rec is not None:
-                self._pending -= len(rec.pending)
+                self._counts.pending -= len(rec.pending)
                 self.inputs_in_flight -= 1 + len(rec.pending)
 
     def busy_keys(self) -> int:
@@ -429,28 +486,10 @@ class Operator:
 
     def flush_metrics(self) -> None:
         """Move the hot-path counts into the Prometheus metrics (runs on every collection)."""
-        metrics = self.metrics
-        events, self._event_counts = self._event_counts, defaultdict(int)
-        for event_type, count in events.items():
-            self._child(metrics.events_processed, event_type.type_name()).inc(count)
-        actions, self._action_counts = self._action_counts, defaultdict(int)
-        for name, count in actions.items():
-            self._child(metrics.actions_executed, name).inc(count)
-        if self._outputs:
-            metrics.outputs_emitted.inc(self._outputs)
-            self._outputs = 0
-        for partition in self.event_time.partitions():
-            watermark = self.event_time.watermark(partition)
-            if watermark is not None:
-                self._child(metrics.watermark_ms, str(partition)).set(watermark)
+        self._counts.flush()
 
     def _child(self, metric: Any, value: str) -> Any:
-        """``metric.labels(value)``, cached: prometheus' own lookup is slow on a hot path."""
-        key = (id(metric), value)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(value)
-        return child
+        return self._counts.child(metric, value)
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -466,7 +505,7 @@ class Operator:
         if rec.pending:
             rec.current = rec.pending.pop(0)
             rec.seq += 1
-            self._pending -= 1
+            self._counts.pending -= 1
         self.key_state.put(key, rec)
         if self._prune_finished:
             self.action_states.prune(key, run.seq)
@@ -529,15 +568,15 @@ class Operator:
         if self._event_logger is not None:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
         event_type = type(event)
-        self._event_counts[event_type] += 1
+        self._counts.events[event_type] += 1
         for action in self.agent.actions_for(event_type):
             run.tasks.append((action, event))
 
     def _emit(self, run: _KeyRun, event: OutputEvent, sender: str) -> Waiting:
         if self._event_logger is not None:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
-        self._event_counts[type(event)] += 1
-        self._outputs += 1
+        self._counts.events[type(event)] += 1
+        self._counts.outputs += 1
         record = run.record
         watermark = self.event_time.watermark(record.partition)
         return self._output.emit(run.key, event, record, watermark)
@@ -713,7 +752,7 @@ class Operator:
             event.id,
             new_action_state(True, tuple(ctx.updates), tuple(packed), tuple(ctx.calls)),
         )
-        self._action_counts[name] += 1
+        self._counts.actions[name] += 1
         if self._barrier is not None or self._always_replay:
             return self._after_record(run, action, event, ctx.events, packed, snapshot)
         return self._send_on(run, ctx.events, packed, name)

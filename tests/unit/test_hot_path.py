@@ -6,6 +6,7 @@ import ast
 import gc
 import importlib
 import os
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,23 @@ def test_output_events_are_the_events_the_actions_sent() -> None:
     assert extra.note == "extra"  # type: ignore[attr-defined]
     assert isinstance(tagged, Tagged) and tagged.tag == "sub"
     assert len({plain.id, extra.id, tagged.id}) == 3
+
+
+def test_a_dropped_runner_is_freed_at_once() -> None:
+    """Scenario: a runner that processed inputs is dropped, with the cycle collector off.
+    We expect: it is freed by reference counting, with its agent and all the state it
+    kept (the metrics' hooks must not point back at the operator: that cycle kept a
+    dropped runner's state alive until a full collection, which then cost the next run
+    seconds)."""
+    agent = Counting()
+    alive = weakref.ref(agent)
+    runner = LocalRunner(agent)
+    runner.run([(f"k{i % 3}", i) for i in range(30)])
+    runner.metrics.registry.get_sample_value("agentstream_busy_keys")  # the hooks ran
+    gc.collect()
+    gc.disable()
+    try:
+        del agent, runner
+        assert alive() is None, "the runner's agent outlived the runner"
+    finally:
+        gc.enable()
