@@ -488,9 +488,6 @@ class Operator:
         """Move the hot-path counts into the Prometheus metrics (runs on every collection)."""
         self._counts.flush()
 
-    def _child(self, metric: Any, value: str) -> Any:
-        return self._counts.child(metric, value)
-
     def _semaphore(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._limit is None or self._limit[0] is not loop:
@@ -639,7 +636,7 @@ class Operator:
         )
 
     def replayed_call(self, ctx: RunnerContextImpl) -> None:
-        self._child(self.metrics.durable_calls_replayed, ctx.action_name).inc()
+        self._counts.child(self.metrics.durable_calls_replayed, ctx.action_name).inc()
 
     def metric_groups(self, action: str) -> tuple[MetricGroup, MetricGroup]:
         """(agent group, action group) of ``action``'s metrics."""
@@ -663,7 +660,7 @@ class Operator:
             packed: Sequence[bytes] = state.sent_events
             events: Sequence[Event] = [unpack_event(e) for e in packed]
             apply_updates({"short": run.short, "sensory": run.sensory}, list(state.memory_updates))
-            self._child(self.metrics.actions_replayed, name).inc()
+            self._counts.child(self.metrics.actions_replayed, name).inc()
             return self._send_on(run, events, packed, name)
         # Memory as of the action's start (copy on write: free until the first write), so
         # that a failed action's writes are rolled back.
@@ -712,7 +709,7 @@ class Operator:
     def _action_over(self, ctx: RunnerContextImpl, name: str, started: float) -> None:
         ctx.close()
         duration = _clock() - started
-        self._child(self.metrics.action_duration_seconds, name).observe(duration)
+        self._counts.child(self.metrics.action_duration_seconds, name).observe(duration)
 
     def _action_failed(
         self,
@@ -727,7 +724,7 @@ class Operator:
         name = action.name
         self._action_over(ctx, name, started)
         run.restore(snapshot)
-        self._child(self.metrics.action_failures, name).inc()
+        self._counts.child(self.metrics.action_failures, name).inc()
         assert event.id is not None
         return self._fail(run, ActionExecutionError(run.key, name, event.id, run.seq, exc), event)
 
