@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed
 COMPILED := build/compiled/.built
 WITH_COMPILED := AGENTSTREAM_EXPECT_COMPILED=1 PYTHONSAFEPATH=1 \
 	PYTHONPATH=$(CURDIR)/build/compiled:$(CURDIR)
+PYTEST_COMPILED := $(WITH_COMPILED) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	--import-mode=append
 
 .PHONY: setup run test test-unit test-compiled compiled lint bench bench-local clean
 
@@ -33,10 +35,10 @@ run: $(STAMP)
 # The suite twice: on the sources, then on the compiled build users install.
 test: $(STAMP) $(COMPILED)
 	$(BIN)/python -m pytest -q
-	$(WITH_COMPILED) $(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=append
+	$(PYTEST_COMPILED)
 
 test-compiled: $(COMPILED)
-	$(WITH_COMPILED) $(BIN)/python -m pytest -q -p no:cacheprovider --import-mode=append
+	$(PYTEST_COMPILED)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit

@@ -138,17 +138,10 @@ def pack_event(event: Event) -> bytes:
     packed per sent event, so a plain event's fields are packed as they are stored.
     """
     cls = type(event)
-    plain = _plain_classes.get(cls)
-    if plain is None:
-        plain = _is_plain(cls)
-    fields = event.__dict__ if plain else event.model_dump(mode="python")
+    fields = event.__dict__ if _is_plain(cls) else event.model_dump(mode="python")
     extra = event.__pydantic_extra__
     try:
-        packer = _packers.packer
-    except AttributeError:
-        packer = _packer()
-    try:
-        return packer.pack([cls._type_name, fields, extra or None])
+        return _packer().pack([cls._type_name, fields, extra or None])
     except (TypeError, ValueError, OverflowError):
         return dumps([cls._type_name, fields, extra or None], what=f"event {cls.__name__}")
 

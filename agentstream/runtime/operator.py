@@ -446,9 +446,8 @@ class Operator:
         The runner is stepped inline first, so that it is already inside its ``try`` (and
         cleans up after itself) even if the task is cancelled before it ever runs.
         """
-        try:
-            waiting_on = runner.send(None)
-        except StopIteration:
+        waiting_on = first_step(runner)
+        if waiting_on is DONE:
             return
         self._runners[key] = asyncio.create_task(adopt(runner, waiting_on), name=f"key:{key!r}")
 
@@ -677,11 +676,11 @@ class Operator:
             elif result is not None and inspect.isawaitable(result):
                 return self._action_waits(run, action, event, ctx, snapshot, started, result)
         except Exception as exc:
-            return self._action_failed(run, action, event, ctx, snapshot, started, exc)
+            return self._action_ended(run, action, event, ctx, snapshot, started, exc)
         except BaseException:
             ctx.close()
             raise
-        return self._action_done(run, action, event, ctx, snapshot, started)
+        return self._action_ended(run, action, event, ctx, snapshot, started, None)
 
     async def _action_waits(
         self,
@@ -694,54 +693,40 @@ class Operator:
         rest: Awaitable[Any],
     ) -> None:
         """An action that waits: await the ``rest`` of it, then end the step as above."""
+        error: Exception | None = None
         try:
             await rest
         except Exception as exc:
-            then = self._action_failed(run, action, event, ctx, snapshot, started, exc)
+            error = exc
         except BaseException:
             ctx.close()
             raise
-        else:
-            then = self._action_done(run, action, event, ctx, snapshot, started)
+        then = self._action_ended(run, action, event, ctx, snapshot, started, error)
         if then is not None:
             await then
 
-    def _action_over(self, ctx: RunnerContextImpl, name: str, started: float) -> None:
+    def _action_ended(
+        self,
+        run: _KeyRun,
+        action: Action,
+        event: Event,
+        ctx: RunnerContextImpl,
+        snapshot: tuple[Snapshot, Snapshot | None],
+        started: float,
+        error: Exception | None,
+    ) -> Waiting:
+        """End an action run: record it and move its sent events on, or, if it raised
+        ``error``, roll its memory writes back and fail."""
+        name = action.name
         ctx.close()
-        duration = _clock() - started
-        self._counts.child(self.metrics.action_duration_seconds, name).observe(duration)
-
-    def _action_failed(
-        self,
-        run: _KeyRun,
-        action: Action,
-        event: Event,
-        ctx: RunnerContextImpl,
-        snapshot: tuple[Snapshot, Snapshot | None],
-        started: float,
-        exc: Exception,
-    ) -> Waiting:
-        name = action.name
-        self._action_over(ctx, name, started)
-        run.restore(snapshot)
-        self._counts.child(self.metrics.action_failures, name).inc()
+        self._counts.child(self.metrics.action_duration_seconds, name).observe(_clock() - started)
         assert event.id is not None
-        return self._fail(run, ActionExecutionError(run.key, name, event.id, run.seq, exc), event)
-
-    def _action_done(
-        self,
-        run: _KeyRun,
-        action: Action,
-        event: Event,
-        ctx: RunnerContextImpl,
-        snapshot: tuple[Snapshot, Snapshot | None],
-        started: float,
-    ) -> Waiting:
-        """Record the completed action, then move its sent events on."""
-        name = action.name
-        self._action_over(ctx, name, started)
+        if error is not None:
+            run.restore(snapshot)
+            self._counts.child(self.metrics.action_failures, name).inc()
+            failure = ActionExecutionError(run.key, name, event.id, run.seq, error)
+            return self._fail(run, failure, event)
         packed = ctx.packed_events
-        assert event.id is not None
         self.action_states.put(
             run.key,
             run.seq,
