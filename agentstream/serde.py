@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import msgpack
 from pydantic_core import PydanticSerializationError, to_jsonable_python
@@ -32,7 +32,7 @@ def _default(value: Any) -> Any:
         raise TypeError(f"cannot serialize value of type {type(value).__name__}") from exc
 
 
-_packers = threading.local()
+_packers: Final = threading.local()
 
 
 def _packer() -> msgpack.Packer:
@@ -60,9 +60,9 @@ def loads(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
-_IDENTITY = ("id", "parent_id", "source_timestamp")
+_IDENTITY: Final = ("id", "parent_id", "source_timestamp")
 _SERIALIZATION_KEYS = frozenset({"serialization", "serialization_exclude", "computed_fields"})
-_plain_classes: dict[type[Event], bool] = {}
+_forms: Final[dict[type[Event], tuple[str, bool]]] = {}
 
 
 def _customizes_serialization(schema: Any) -> bool:
@@ -77,21 +77,23 @@ def _customizes_serialization(schema: Any) -> bool:
     return False
 
 
-def _is_plain(cls: type[Event]) -> bool:
-    """True if ``model_dump`` of ``cls`` equals its fields as stored (checked once per class).
+def _form(cls: type[Event]) -> tuple[str, bool]:
+    """``cls``'s type name, and whether it is plain (both looked up once per class).
 
-    Then the attributes are taken from the instance directly (nested models and other
-    values are converted by the serializer's fallback exactly as ``model_dump`` +
-    ``to_jsonable_python`` would), which is several times cheaper on the hot path.
+    A class is plain if ``model_dump`` equals its fields as stored. Then the attributes are
+    taken from the instance directly (nested models and other values are converted by the
+    serializer's fallback exactly as ``model_dump`` + ``to_jsonable_python`` would), which
+    is several times cheaper on the hot path.
     """
-    plain = _plain_classes.get(cls)
-    if plain is None:
-        plain = _plain_classes[cls] = not _customizes_serialization(cls.__pydantic_core_schema__)
-    return plain
+    form = _forms.get(cls)
+    if form is None:
+        plain = not _customizes_serialization(cls.__pydantic_core_schema__)
+        form = _forms[cls] = (cls._type_name, plain)
+    return form
 
 
 def _attributes(event: Event) -> dict[str, Any]:
-    if not _is_plain(type(event)):
+    if not _form(type(event))[1]:
         return event.attributes()
     attributes = event.__dict__.copy()
     for name in _IDENTITY:
@@ -138,12 +140,13 @@ def pack_event(event: Event) -> bytes:
     packed per sent event, so a plain event's fields are packed as they are stored.
     """
     cls = type(event)
-    fields = event.__dict__ if _is_plain(cls) else event.model_dump(mode="python")
+    type_name, plain = _form(cls)
+    fields = event.__dict__ if plain else event.model_dump(mode="python")
     extra = event.__pydantic_extra__
     try:
-        return _packer().pack([cls._type_name, fields, extra or None])
+        return _packer().pack([type_name, fields, extra or None])
     except (TypeError, ValueError, OverflowError):
-        return dumps([cls._type_name, fields, extra or None], what=f"event {cls.__name__}")
+        return dumps([type_name, fields, extra or None], what=f"event {cls.__name__}")
 
 
 def unpack_event(data: bytes) -> Event:

@@ -22,7 +22,7 @@ import pickle
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from agentstream.api.agent import Action, Agent
 from agentstream.api.context import MemoryObject, Reconciler, RunnerContext
@@ -37,7 +37,10 @@ __all__ = ["ContextHost", "Memories", "ReplayMismatch", "RunnerContextImpl", "fn
 
 T = TypeVar("T")
 
-_get_ident = threading.get_ident
+# Final: the compiled build keeps these in C variables (a plain global is a dict lookup).
+_get_ident: Final = threading.get_ident
+# Event classes that passed send_event's type checks (they depend on the class only).
+_SENDABLE: Final[set[type]] = set()
 
 
 class ReplayMismatch(Exception):
@@ -179,10 +182,12 @@ class RunnerContextImpl(RunnerContext):
 
     def send_event(self, event: Event) -> None:
         self._check()
-        if not isinstance(event, Event):
-            raise TypeError(f"send_event takes an Event, got {type(event).__name__}")
-        if isinstance(event, InputEvent):
-            raise TypeError("actions cannot send InputEvent; define an event type instead")
+        if type(event) not in _SENDABLE:
+            if not isinstance(event, Event):
+                raise TypeError(f"send_event takes an Event, got {type(event).__name__}")
+            if isinstance(event, InputEvent):
+                raise TypeError("actions cannot send InputEvent; define an event type instead")
+            _SENDABLE.add(type(event))
         parent = self._event
         sent_id = derive_event_id(str(parent.id), self._action.name, len(self.events))
         if event.id is None and (not self.events or all(e is not event for e in self.events)):

@@ -33,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import itertools
 import logging
 import time
 import types
@@ -48,7 +47,7 @@ from collections.abc import (
     Sequence,
 )
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from agentstream.api.agent import Action, Agent
 from agentstream.api.events import Event, InputEvent, OutputEvent
@@ -56,8 +55,8 @@ from agentstream.api.metrics import MetricGroup
 from agentstream.errors import ActionExecutionError, NonDeterministicActionError
 from agentstream.observability.eventlog import EventLogger, EventLogRecord
 from agentstream.observability.metrics import RuntimeMetrics
+from agentstream.runtime import adopt as _adopt
 from agentstream.runtime.action_state import ActionStateStore, new_action_state
-from agentstream.runtime.adopt import DONE, adopt, first_step
 from agentstream.runtime.context import ReplayMismatch, RunnerContextImpl
 from agentstream.runtime.eventtime import EventTimeTracker
 from agentstream.runtime.memory import MemoryStore, Snapshot, apply_updates
@@ -68,7 +67,12 @@ __all__ = ["ErrorHandler", "EventRouter", "Operator", "OutputSink"]
 
 log = logging.getLogger(__name__)
 
-_clock = time.perf_counter
+# Final: the compiled build keeps these in C variables (a plain global is a dict lookup).
+_clock: Final = time.perf_counter
+_CoroutineType: Final = types.CoroutineType
+DONE: Final = _adopt.DONE
+adopt: Final = _adopt.adopt
+first_step: Final = _adopt.first_step
 # InputEvent(**fields) without pydantic's Python-level __init__ (one is built per input).
 _new_input_event: Callable[[dict[str, Any]], InputEvent] = (
     InputEvent.__pydantic_validator__.validate_python
@@ -299,7 +303,7 @@ class Operator:
         self._finished: list[tuple[Hashable, int]] = []
         self.inputs_in_flight = 0  # accepted (running or pending) and not finished
         self._incarnation = uuid.uuid4().hex[:8]
-        self._attempts = itertools.count()
+        self._attempts = 0  # runs started (an input's attempt number tags its routed events)
         self._groups: dict[str, tuple[MetricGroup, MetricGroup]] = {}
         self._counts.register()
 
@@ -513,6 +517,11 @@ class Operator:
             self.event_time.finished(record.partition, record.timestamp)
         return rec
 
+    def _attempt(self) -> int:
+        attempt = self._attempts
+        self._attempts = attempt + 1
+        return attempt
+
     def _begin_input(self, key: Hashable, rec: KeyRecord) -> _KeyRun:
         """Make the run of the key's current input and queue what its InputEvent triggers."""
         record = rec.current
@@ -522,7 +531,7 @@ class Operator:
             key,
             seq,
             record,
-            next(self._attempts),
+            self._attempt(),
             MemoryStore("short", rec.memory),
             not self.action_states.has_input(key, seq),
         )
@@ -668,7 +677,7 @@ class Operator:
         started = _clock()
         try:
             result = action.fn(event, ctx)
-            if type(result) is types.CoroutineType:
+            if type(result) is _CoroutineType:
                 waiting_on = first_step(result)
                 if waiting_on is not DONE:
                     rest = adopt(result, waiting_on)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 from mypy_extensions import mypyc_attr
 
@@ -40,7 +40,7 @@ class InputRecord(NamedTuple):
         return cls(*data)
 
 
-_tuple_new = tuple.__new__
+_tuple_new: Final = tuple.__new__  # Final: kept in a C variable when compiled
 
 
 def new_input_record(
