@@ -19,11 +19,12 @@ DONE: Any = object()  # first_step's answer for a coroutine that finished withou
 
 def first_step(coro: Coroutine[Any, Any, Any]) -> Any:
     """Run ``coro`` until it first waits: what it waits on, or :data:`DONE` if it
-    finished (its exceptions propagate)."""
-    try:
-        return coro.send(None)
-    except StopIteration:
-        return DONE
+    finished (its exceptions propagate).
+
+    ``next`` with a default, not ``send``: a coroutine that returns None then finishes
+    without raising StopIteration at all (no exception, traceback or frame object made).
+    """
+    return next(coro.__await__(), DONE)
 
 
 @types.coroutine

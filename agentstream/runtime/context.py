@@ -188,20 +188,23 @@ class RunnerContextImpl(RunnerContext):
             if isinstance(event, InputEvent):
                 raise TypeError("actions cannot send InputEvent; define an event type instead")
             _SENDABLE.add(type(event))
-        parent = self._event
-        sent_id = derive_event_id(str(parent.id), self._action.name, len(self.events))
-        if event.id is None and (not self.events or all(e is not event for e in self.events)):
+        # An event's declared fields live in its __dict__ (read there: cheaper than pydantic
+        # attribute access).
+        parent = self._event.__dict__
+        parent_id = parent["id"]
+        sent_id = derive_event_id(str(parent_id), self._action.name, len(self.events))
+        fields = event.__dict__
+        if fields["id"] is None and (not self.events or all(e is not event for e in self.events)):
             sent = event  # a fresh event: stamp it in place (cheaper than a copy)
-            fields = sent.__dict__
             fields["id"] = sent_id
-            fields["parent_id"] = parent.id
-            fields["source_timestamp"] = parent.source_timestamp
+            fields["parent_id"] = parent_id
+            fields["source_timestamp"] = parent["source_timestamp"]
         else:
             sent = event.model_copy(
                 update={
                     "id": sent_id,
-                    "parent_id": parent.id,
-                    "source_timestamp": parent.source_timestamp,
+                    "parent_id": parent_id,
+                    "source_timestamp": parent["source_timestamp"],
                 }
             )
         packed = pack_event(sent)  # raises SerializationError on the spot

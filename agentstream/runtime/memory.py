@@ -70,11 +70,14 @@ class MemoryStore:
             self.objects = set()
             self._shared = False
 
-    def dump(self) -> dict[str, Any]:
-        """A serializable snapshot (the form stored in key state); never mutated later."""
+    def dump(self) -> dict[str, Any] | None:
+        """A serializable snapshot (the form stored in key state), None for an empty
+        store; never mutated later."""
         state = self._state
         if state is not None and state["values"] is self.values and self._shared:
             return state  # unchanged since it was loaded
+        if not self.values and not self.objects:
+            return None  # as for a key never seen (nothing to build or keep)
         self._shared = True
         self._state = {"values": self.values, "objects": sorted(self.objects)}
         return self._state

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import ast
+import bisect
 import gc
 import importlib
+import math
 import os
 import weakref
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel, Field, computed_field, field_serializer
 
 from agentstream import Agent, Event, InputEvent, OutputEvent, RunnerContext, action
+from agentstream.observability.histogram import HistogramCounts
 from agentstream.runtime.action_state import ActionState, InMemoryActionStateStore
 from agentstream.runtime.memory import MemoryStore, StoreMemoryObject
 from agentstream.serde import encode_event, pack_event, unpack_event
@@ -88,6 +93,7 @@ def test_memory_dump_is_never_changed_by_later_writes() -> None:
     memory.set("a", 1)
     memory.set("n.b", [1, 2])
     dumped = store.dump()
+    assert dumped is not None and MemoryStore("short").dump() is None  # empty: nothing kept
     frozen = {"values": dict(dumped["values"]), "objects": list(dumped["objects"])}
 
     again = MemoryStore("short", dumped)
@@ -281,3 +287,19 @@ def test_a_dropped_runner_is_freed_at_once() -> None:
         assert alive() is None, "the runner's agent outlived the runner"
     finally:
         gc.enable()
+
+
+@given(
+    bounds=st.lists(st.floats(allow_nan=False, allow_infinity=False), unique=True, max_size=12),
+    values=st.lists(st.floats(), max_size=20),
+)
+def test_histogram_counts_land_in_the_buckets_bisect_picks(
+    bounds: list[float], values: list[float]
+) -> None:
+    edges = (*sorted(bounds), math.inf)  # as metrics normalizes them
+    counts = HistogramCounts(edges)
+    expected = [0] * len(edges)
+    for value in values:
+        counts.observe(value)
+        expected[min(bisect.bisect_left(edges, value), len(edges) - 1)] += 1
+    assert counts.counts == expected
