@@ -54,9 +54,10 @@ from agentstream.api.events import Event, InputEvent, OutputEvent
 from agentstream.api.metrics import MetricGroup
 from agentstream.errors import ActionExecutionError, NonDeterministicActionError
 from agentstream.observability.eventlog import EventLogger, EventLogRecord
+from agentstream.observability.histogram import HistogramCounts
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime import adopt as _adopt
-from agentstream.runtime.action_state import ActionStateStore, new_action_state
+from agentstream.runtime.action_state import ActionState, ActionStateStore, new_action_state
 from agentstream.runtime.context import ReplayMismatch, RunnerContextImpl
 from agentstream.runtime.eventtime import EventTimeTracker
 from agentstream.runtime.memory import MemoryStore, Snapshot, apply_updates
@@ -185,8 +186,8 @@ class _Counts:
     it keeps, would then live on until a full pass of the cycle collector.
     """
 
-    __slots__ = ("actions", "children", "event_time", "events", "metrics", "outputs",
-                 "pending", "runners")  # fmt: skip
+    __slots__ = ("actions", "children", "durations", "event_time", "events", "metrics",
+                 "outputs", "pending", "runners")  # fmt: skip
 
     def __init__(
         self,
@@ -198,6 +199,7 @@ class _Counts:
         self.event_time = event_time
         self.runners = runners
         self.children: dict[tuple[int, str], Any] = {}
+        self.durations: dict[str, HistogramCounts] = {}
         self.events: defaultdict[type[Event], int] = defaultdict(int)
         self.actions: defaultdict[str, int] = defaultdict(int)
         self.outputs = 0
@@ -230,6 +232,13 @@ class _Counts:
             watermark = self.event_time.watermark(partition)
             if watermark is not None:
                 self.child(metrics.watermark_ms, str(partition)).set(watermark)
+
+    def duration(self, action: str) -> HistogramCounts:
+        """The ``action_duration_seconds`` child of ``action`` (one observation per run)."""
+        counts = self.durations.get(action)
+        if counts is None:
+            counts = self.durations[action] = self.metrics.action_duration_seconds.labels(action)
+        return counts
 
     def child(self, metric: Any, value: str) -> Any:
         """``metric.labels(value)``, cached: prometheus' own lookup is slow on a hot path."""
@@ -284,6 +293,15 @@ class Operator:
         self.agent = agent
         self.key_state = key_state
         self.action_states = action_states
+        # The state methods of the hot path, bound once (a protocol's method is otherwise
+        # looked up by name on every call).
+        self._get_key: Callable[[Hashable], KeyRecord | None] = key_state.get
+        self._put_key: Callable[[Hashable, KeyRecord], None] = key_state.put
+        self._put_state: Callable[[Hashable, int, str, str, ActionState], None] = (
+            action_states.put
+        )
+        self._has_input: Callable[[Hashable, int], bool] = action_states.has_input
+        self._prune_input: Callable[[Hashable, int], None] = action_states.prune
         self.metrics = metrics or RuntimeMetrics()
         self.event_time = EventTimeTracker()
         self.failures: list[ActionExecutionError] = []
@@ -305,6 +323,7 @@ class Operator:
         self._incarnation = uuid.uuid4().hex[:8]
         self._attempts = 0  # runs started (an input's attempt number tags its routed events)
         self._groups: dict[str, tuple[MetricGroup, MetricGroup]] = {}
+        self._actions: dict[type[Event], tuple[Action, ...]] = {}  # agent.actions_for, cached
         self._counts.register()
 
     # -- inputs ------------------------------------------------------------------
@@ -315,7 +334,7 @@ class Operator:
         Returns False for a redelivered record (its offset was already accepted).
         """
         key = record.key
-        rec = self.key_state.get(key)
+        rec = self._get_key(key)
         if rec is None:
             rec = KeyRecord()
         if record.offset is not None:
@@ -327,12 +346,12 @@ class Operator:
         self.inputs_in_flight += 1
         if rec.current is not None or key in self._runners:
             rec.pending.append(record)
-            self.key_state.put(key, rec)
+            self._put_key(key, rec)
             self._counts.pending += 1
             return True
         rec.seq += 1
         rec.current = record
-        self.key_state.put(key, rec)
+        self._put_key(key, rec)
         self._start(key, rec)
         return True
 
@@ -437,7 +456,7 @@ class Operator:
                 if waiting is not None:
                     self._spawn(key, self._run_key(key, run, waiting))
                     return
-                rec = self._finish_input(key, run)
+                rec = self._finish_input(key, run, rec)  # nothing ran in between: rec is current
                 if rec.current is None:
                     return
         finally:
@@ -460,7 +479,7 @@ class Operator:
         try:
             while True:
                 await self._settle(run, waiting)
-                rec = self._finish_input(key, run)
+                rec = self._finish_input(key, run, None)
                 if rec.current is None:
                     return
                 run = self._begin_input(key, rec)
@@ -476,7 +495,7 @@ class Operator:
                 async with self._semaphore():
                     run = self._begin_input(key, rec)
                     await self._settle(run, self._advance(run))
-                rec = self._finish_input(key, run)
+                rec = self._finish_input(key, run, None)
         finally:
             self._runs.pop(key, None)
             self._runners.pop(key, None)
@@ -497,18 +516,22 @@ class Operator:
             self._limit = (loop, asyncio.Semaphore(self._max_concurrency or 1))
         return self._limit[1]
 
-    def _finish_input(self, key: Hashable, run: _KeyRun) -> KeyRecord:
-        """Record the input as done and start the next pending one; returns the record."""
-        rec = self.key_state.get(key) or KeyRecord(seq=run.seq)
+    def _finish_input(self, key: Hashable, run: _KeyRun, rec: KeyRecord | None) -> KeyRecord:
+        """Record the input as done and start the next pending one; returns the record.
+
+        ``rec`` is the key's record if the caller holds the current one (None: read it).
+        """
+        if rec is None:
+            rec = self.key_state.get(key) or KeyRecord(seq=run.seq)
         rec.memory = run.short.dump()
         rec.current = None
         if rec.pending:
             rec.current = rec.pending.pop(0)
             rec.seq += 1
             self._counts.pending -= 1
-        self.key_state.put(key, rec)
+        self._put_key(key, rec)
         if self._prune_finished:
-            self.action_states.prune(key, run.seq)
+            self._prune_input(key, run.seq)
         else:
             self._finished.append((key, run.seq))
         self.inputs_in_flight -= 1
@@ -533,7 +556,7 @@ class Operator:
             record,
             self._attempt(),
             MemoryStore("short", rec.memory),
-            not self.action_states.has_input(key, seq),
+            not self._has_input(key, seq),
         )
         event = _new_input_event(
             {
@@ -574,7 +597,10 @@ class Operator:
             self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
         event_type = type(event)
         self._counts.events[event_type] += 1
-        for action in self.agent.actions_for(event_type):
+        actions = self._actions.get(event_type)
+        if actions is None:
+            actions = self._actions[event_type] = self.agent.actions_for(event_type)
+        for action in actions:
             run.tasks.append((action, event))
 
     def _emit(self, run: _KeyRun, event: OutputEvent, sender: str) -> Waiting:
@@ -728,7 +754,7 @@ class Operator:
         ``error``, roll its memory writes back and fail."""
         name = action.name
         ctx.close()
-        self._counts.child(self.metrics.action_duration_seconds, name).observe(_clock() - started)
+        self._counts.duration(name).observe(_clock() - started)
         assert event.id is not None
         if error is not None:
             run.restore(snapshot)
@@ -736,7 +762,7 @@ class Operator:
             failure = ActionExecutionError(run.key, name, event.id, run.seq, error)
             return self._fail(run, failure, event)
         packed = ctx.packed_events
-        self.action_states.put(
+        self._put_state(
             run.key,
             run.seq,
             name,
