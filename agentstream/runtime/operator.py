@@ -305,7 +305,7 @@ class Operator:
         self.metrics = metrics or RuntimeMetrics()
         self.event_time = EventTimeTracker()
         self.failures: list[ActionExecutionError] = []
-        self._output = output
+        self._emit_output = output.emit  # bound once, like the state methods
         self._router = router
         self._event_logger = event_logger
         self._on_error = on_error
@@ -610,7 +610,7 @@ class Operator:
         self._counts.outputs += 1
         record = run.record
         watermark = self.event_time.watermark(record.partition)
-        return self._output.emit(run.key, event, record, watermark)
+        return self._emit_output(run.key, event, record, watermark)
 
     def _send_on(
         self, run: _KeyRun, events: Sequence[Event], packed: Sequence[bytes], sender: str

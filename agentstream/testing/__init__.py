@@ -12,7 +12,6 @@ replays: completed actions are skipped and their recorded effects re-applied.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import Iterable
 from concurrent.futures import Executor
 from typing import Any, Literal
@@ -125,7 +124,7 @@ class LocalRunner:
         self._max_concurrency = max_concurrency
         self._executor = executor
         self._auto_prune = auto_prune
-        self._ids = itertools.count()
+        self._inputs = 0  # pairs given ids so far (the next id is input-<this>)
         self._operator: Operator | None = None
         self._sink = _Collect()
 
@@ -149,15 +148,20 @@ class LocalRunner:
             )
         return self._operator
 
+    def _next_id(self) -> str:
+        number = self._inputs
+        self._inputs = number + 1
+        return f"input-{number}"
+
     def _record(self, item: Any) -> InputRecord:
         if type(item) is tuple and len(item) == 2:
-            return new_input_record(item[0], item[1], f"input-{next(self._ids)}")
+            return new_input_record(item[0], item[1], self._next_id())
         if isinstance(item, InputRecord):
             if item.id is None:
                 return InputRecord(
                     item.key,
                     item.value,
-                    f"input-{next(self._ids)}",
+                    self._next_id(),
                     item.timestamp,
                     item.partition,
                     item.offset,
@@ -169,7 +173,7 @@ class LocalRunner:
             raise TypeError(
                 f"inputs are (key, value) pairs or InputRecord objects, got {item!r}"
             ) from None
-        return InputRecord(key, value, f"input-{next(self._ids)}")
+        return InputRecord(key, value, self._next_id())
 
     async def run_async(self, inputs: Iterable[Any]) -> list[tuple[Any, Any]]:
         """Process ``inputs`` to completion; returns (key, output) pairs in emission order."""
