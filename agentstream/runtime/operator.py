@@ -522,7 +522,7 @@ class Operator:
         ``rec`` is the key's record if the caller holds the current one (None: read it).
         """
         if rec is None:
-            rec = self.key_state.get(key) or KeyRecord(seq=run.seq)
+            rec = self._get_key(key) or KeyRecord(seq=run.seq)
         rec.memory = run.short.dump()
         rec.current = None
         if rec.pending:
