@@ -297,9 +297,7 @@ class Operator:
         # looked up by name on every call).
         self._get_key: Callable[[Hashable], KeyRecord | None] = key_state.get
         self._put_key: Callable[[Hashable, KeyRecord], None] = key_state.put
-        self._put_state: Callable[[Hashable, int, str, str, ActionState], None] = (
-            action_states.put
-        )
+        self._put_state: Callable[[Hashable, int, str, str, ActionState], None] = action_states.put
         self._has_input: Callable[[Hashable, int], bool] = action_states.has_input
         self._prune_input: Callable[[Hashable, int], None] = action_states.prune
         self.metrics = metrics or RuntimeMetrics()
