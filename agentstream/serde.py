@@ -121,16 +121,21 @@ def decode_event(record: dict[str, Any]) -> Event:
     An unknown type name comes back as a plain :class:`Event` carrying the attributes and
     an ``event_type`` attribute with the original type name.
     """
-    cls = event_class_for(record["type"])
     fields = dict(record.get("attributes") or {})
-    ident = {
-        "id": record.get("id"),
-        "parent_id": record.get("parent_id"),
-        "source_timestamp": record.get("source_timestamp"),
-    }
+    fields["id"] = record.get("id")
+    fields["parent_id"] = record.get("parent_id")
+    fields["source_timestamp"] = record.get("source_timestamp")
+    return _rebuild(record["type"], fields)
+
+
+def _rebuild(type_name: str, fields: dict[str, Any]) -> Event:
+    """The registered class's event from its fields; an unknown type name gives a plain
+    :class:`Event` with an ``event_type`` attribute naming it."""
+    cls = event_class_for(type_name)
     if cls is None:
-        return Event.model_validate({**fields, **ident, "event_type": record["type"]})
-    return cls.model_validate({**fields, **ident})
+        fields["event_type"] = type_name
+        return Event.model_validate(fields)
+    return cls.model_validate(fields)
 
 
 def pack_event(event: Event) -> bytes:
@@ -154,7 +159,4 @@ def unpack_event(data: bytes) -> Event:
     type_name, fields, extra = loads(data)
     if extra:
         fields.update(extra)
-    cls = event_class_for(type_name)
-    if cls is None:
-        return Event.model_validate({**fields, "event_type": type_name})
-    return cls.model_validate(fields)
+    return _rebuild(type_name, fields)

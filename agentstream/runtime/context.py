@@ -152,6 +152,15 @@ class RunnerContextImpl(RunnerContext):
         return self._seq
 
     @property
+    def action(self) -> Action:
+        return self._action
+
+    @property
+    def event(self) -> Event:
+        """The event the action runs on."""
+        return self._event
+
+    @property
     def action_name(self) -> str:
         return self._action.name
 

@@ -8,7 +8,7 @@ later mutation of the caller's object out of memory.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from agentstream.api.context import MemoryObject
@@ -22,9 +22,7 @@ MemoryUpdate = tuple[str, str, str, Any]
 
 
 def _join(prefix: str, path: str) -> str:
-    if path and "." not in path:
-        return f"{prefix}.{path}" if prefix else path
-    if not path or any(not part for part in path.split(".")):
+    if not path or ("." in path and any(not part for part in path.split("."))):
         raise ValueError(f"invalid memory path {path!r}: use dotted names like 'a.b.c'")
     return f"{prefix}.{path}" if prefix else path
 
@@ -147,7 +145,7 @@ class MemoryStore:
         return list(names)
 
 
-def apply_updates(stores: dict[str, MemoryStore], updates: list[MemoryUpdate]) -> None:
+def apply_updates(stores: dict[str, MemoryStore], updates: Iterable[MemoryUpdate]) -> None:
     """Re-apply recorded updates to the stores by scope."""
     for update in updates:
         stores[update[1]].apply(update)

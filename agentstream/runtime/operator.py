@@ -60,7 +60,7 @@ from agentstream.runtime import adopt as _adopt
 from agentstream.runtime.action_state import ActionState, ActionStateStore, new_action_state
 from agentstream.runtime.context import ReplayMismatch, RunnerContextImpl
 from agentstream.runtime.eventtime import EventTimeTracker
-from agentstream.runtime.memory import MemoryStore, Snapshot, apply_updates
+from agentstream.runtime.memory import MemoryStore, MemoryUpdate, Snapshot, apply_updates
 from agentstream.runtime.records import InputRecord, KeyRecord, KeyStateBackend
 from agentstream.serde import encode_event, unpack_event
 
@@ -152,6 +152,10 @@ class _KeyRun:
     def snapshot(self) -> tuple[Snapshot, Snapshot | None]:
         sensory = self._sensory
         return self.short.snapshot(), None if sensory is None else sensory.snapshot()
+
+    def apply(self, updates: Iterable[MemoryUpdate]) -> None:
+        """Re-apply an action run's recorded memory updates."""
+        apply_updates({"short": self.short, "sensory": self.sensory}, updates)
 
     def restore(self, snapshot: tuple[Snapshot, Snapshot | None]) -> None:
         short, sensory = snapshot
@@ -659,7 +663,7 @@ class Operator:
 
     def persist_calls(self, ctx: RunnerContextImpl) -> None:
         """An action's durable call finished (or started): record it before going on."""
-        self.action_states.put(
+        self._put_state(
             ctx.key,
             ctx.seq,
             ctx.action_name,
@@ -691,7 +695,7 @@ class Operator:
         if state is not None and state.completed:
             packed: Sequence[bytes] = state.sent_events
             events: Sequence[Event] = [unpack_event(e) for e in packed]
-            apply_updates({"short": run.short, "sensory": run.sensory}, list(state.memory_updates))
+            run.apply(state.memory_updates)
             self._counts.child(self.metrics.actions_replayed, name).inc()
             return self._send_on(run, events, packed, name)
         # Memory as of the action's start (copy on write: free until the first write), so
@@ -705,9 +709,9 @@ class Operator:
                 waiting_on = first_step(result)
                 if waiting_on is not DONE:
                     rest = adopt(result, waiting_on)
-                    return self._action_waits(run, action, event, ctx, snapshot, started, rest)
+                    return self._action_waits(run, ctx, snapshot, started, rest)
             elif result is not None and inspect.isawaitable(result):
-                return self._action_waits(run, action, event, ctx, snapshot, started, result)
+                return self._action_waits(run, ctx, snapshot, started, result)
         except Exception as exc:
             return self._action_ended(run, action, event, ctx, snapshot, started, exc)
         except BaseException:
@@ -718,14 +722,13 @@ class Operator:
     async def _action_waits(
         self,
         run: _KeyRun,
-        action: Action,
-        event: Event,
         ctx: RunnerContextImpl,
         snapshot: tuple[Snapshot, Snapshot | None],
         started: float,
         rest: Awaitable[Any],
     ) -> None:
-        """An action that waits: await the ``rest`` of it, then end the step as above."""
+        """An action that waits: await the ``rest`` of it, then end the step as above (the
+        context knows its action and event)."""
         error: Exception | None = None
         try:
             await rest
@@ -734,7 +737,7 @@ class Operator:
         except BaseException:
             ctx.close()
             raise
-        then = self._action_ended(run, action, event, ctx, snapshot, started, error)
+        then = self._action_ended(run, ctx.action, ctx.event, ctx, snapshot, started, error)
         if then is not None:
             await then
 
@@ -748,8 +751,9 @@ class Operator:
         started: float,
         error: Exception | None,
     ) -> Waiting:
-        """End an action run: record it and move its sent events on, or, if it raised
-        ``error``, roll its memory writes back and fail."""
+        """End the action run of ``ctx`` (``action`` on ``event``, passed along: reading them
+        back from the context costs on every run): record it and move its sent events on, or,
+        if it raised ``error``, roll its memory writes back (to ``snapshot``) and fail."""
         name = action.name
         ctx.close()
         self._counts.duration(name).observe(_clock() - started)
@@ -769,19 +773,16 @@ class Operator:
         )
         self._counts.actions[name] += 1
         if self._barrier is not None or self._always_replay:
-            return self._after_record(run, action, event, ctx.events, packed, snapshot)
+            return self._after_record(run, ctx, snapshot)
         return self._send_on(run, ctx.events, packed, name)
 
     async def _after_record(
-        self,
-        run: _KeyRun,
-        action: Action,
-        event: Event,
-        events: Sequence[Event],
-        packed: Sequence[bytes],
-        snapshot: tuple[Snapshot, Snapshot | None],
+        self, run: _KeyRun, ctx: RunnerContextImpl, snapshot: tuple[Snapshot, Snapshot | None]
     ) -> None:
-        """The barrier and the "always replay" check, between recording and sending on."""
+        """The barrier and the "always replay" check, between recording the run of ``ctx``
+        and sending its events on."""
+        action, event = ctx.action, ctx.event
+        events: Sequence[Event] = ctx.events
         if self._barrier is not None:
             # Durable before its events move on: a completed action never runs again.
             await self._barrier()
@@ -797,7 +798,7 @@ class Operator:
                 if then is not None:
                     await then
                 return
-        then = self._send_on(run, events, packed, action.name)
+        then = self._send_on(run, events, ctx.packed_events, action.name)
         if then is not None:
             await then
 
@@ -826,7 +827,7 @@ class Operator:
         events = tuple(unpack_event(e) for e in recorded.sent_events)
         run.restore(before)
         twin = _Verification(run.short.copy(), run.sensory.copy())
-        apply_updates({"short": run.short, "sensory": run.sensory}, list(recorded.memory_updates))
+        run.apply(recorded.memory_updates)
 
         ctx = RunnerContextImpl(self, action, event, run.key, run.seq, twin, recorded, verify=True)
         try:
