@@ -7,9 +7,11 @@ Errors (all under :class:`AgentStreamError`, see :mod:`agentstream.errors`)::
      ├── SerializationError
      ├── ContextThreadError
      ├── ActionExecutionError
-     │    └── NonDeterministicActionError
+     │    ├── NonDeterministicActionError
+     │    ├── ActionTimeoutError, EventLimitError, EventSendError (agentstream.errors)
      ├── DurableExecutionError
-     └── BrokerError
+     ├── BrokerError
+     └── StateStoreError (agentstream.errors)
 """
 
 from typing import Any

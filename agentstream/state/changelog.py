@@ -56,7 +56,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError, OffsetOutOfRangeError
 from rocksdict import Options, Rdict, WriteBatch
 
-from agentstream.errors import AgentStreamError, BrokerError
+from agentstream.errors import (
+    AgentStreamError,
+    BrokerError,
+    PartitionNotAssignedError,
+    StateStoreError,
+)
 
 __all__ = [
     "ChangelogStore",
@@ -74,27 +79,6 @@ _APPLIED_OFFSET = b"changelog-offset"
 _RECOVERY_FETCH_MAX_WAIT_MS = 20
 _RETRY_BACKOFF_S = (0.05, 2.0)  # first and largest delay between flush attempts
 _RECOVERY_STALL_WARNING_S = 10.0
-
-
-class StateStoreError(AgentStreamError):
-    """The local state failed (RocksDB), or the store is used in a wrong state."""
-
-
-class PartitionNotAssignedError(StateStoreError, LookupError):
-    """State of a partition that is not (or not yet, or no longer) assigned was accessed.
-
-    Attributes:
-        partition: the partition.
-        topic: the changelog topic.
-    """
-
-    def __init__(self, partition: int, topic: str):
-        self.partition = partition
-        self.topic = topic
-        super().__init__(
-            f"partition {partition} of the store changelogged to {topic!r} is not assigned; "
-            "access state only for partitions passed to assign() and not revoked since"
-        )
 
 
 @dataclass(frozen=True)
