@@ -11,7 +11,8 @@ WITH_COMPILED := AGENTSTREAM_EXPECT_COMPILED=1 PYTHONSAFEPATH=1 \
 PYTEST_COMPILED := $(WITH_COMPILED) $(BIN)/python -m pytest -q -p no:cacheprovider \
 	--import-mode=append
 
-.PHONY: setup run test test-unit test-compiled compiled lint bench bench-local clean
+.PHONY: setup run test test-unit test-compiled compiled lint bench bench-local clean \
+	kafka-jars kafka-up kafka-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +33,11 @@ compiled: $(COMPILED)
 run: $(STAMP)
 	$(BIN)/python -m agentstream demo examples.greeter:app
 
-# The suite twice: on the sources, then on the compiled build users install.
-test: $(STAMP) $(COMPILED)
+# The suite twice: on the sources, then on the compiled build users install. The
+# integration and chaos tiers run on the embedded broker and, where java and mvn are found,
+# on a real Apache Kafka (kafka-jars fetches it once); AGENTSTREAM_TEST_BOOTSTRAP=host:port
+# runs that tier on an existing cluster instead.
+test: $(STAMP) $(COMPILED) kafka-jars
 	$(BIN)/python -m pytest -q
 	$(PYTEST_COMPILED)
 
@@ -44,8 +48,8 @@ test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: $(STAMP)
-	$(BIN)/ruff check agentstream tests examples
-	$(BIN)/ruff format --check agentstream tests examples
+	$(BIN)/ruff check agentstream tests examples tools
+	$(BIN)/ruff format --check agentstream tests examples tools
 	$(BIN)/mypy
 	$(BIN)/ruff check docs
 	$(BIN)/ruff format --check docs
@@ -62,6 +66,19 @@ bench: $(STAMP) $(COMPILED)
 bench-local: $(STAMP) $(COMPILED)
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	$(WITH_COMPILED) $(BIN)/python -m benchmarks.local
+
+# Apache Kafka from Maven Central (tools/kafka/pom.xml) into .cache/kafka: the real broker
+# of the tests; kafka-up runs one in the background (its last line: bootstrap=HOST:PORT).
+KAFKA := $(BIN)/python -m tools.kafka
+
+kafka-jars: $(STAMP)
+	@$(KAFKA) jars
+
+kafka-up: $(STAMP)
+	@$(KAFKA) up
+
+kafka-down: $(STAMP)
+	@$(KAFKA) down
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache data

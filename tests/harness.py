@@ -52,9 +52,13 @@ class WorkerProcess:
     env: dict[str, str]
     log_path: Path
     web_port: int = field(default_factory=free_port)
+    embedded: bool | None = None
+    """Pass ``--embedded-broker`` (True) or ``--real-broker`` (False); None lets the worker
+    detect the broker, as a user's would."""
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
+        flags = {True: ["--embedded-broker"], False: ["--real-broker"], None: []}[self.embedded]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [
@@ -69,7 +73,7 @@ class WorkerProcess:
                 str(self.data_dir),
                 "--web-port",
                 str(self.web_port),
-                "--embedded-broker",
+                *flags,
             ],
             cwd=ROOT,
             env={**os.environ, **self.env},

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agentstream.service.broker import EmbeddedBroker, ensure_topics
+from agentstream.service.broker import ensure_topics
+from tests.brokers import Broker
 from tests.harness import Topic, WorkerProcess, decoded, effects, produce, wait_until
 
 KEYS = [f"key-{i}" for i in range(12)]
@@ -15,7 +16,7 @@ KEYS = [f"key-{i}" for i in range(12)]
 
 @pytest.fixture
 def cluster(
-    broker: EmbeddedBroker, tmp_path: Path, unique_name: Callable[[str], str]
+    broker: Broker, tmp_path: Path, unique_name: Callable[[str], str]
 ) -> Iterator[Callable[[str], WorkerProcess]]:
     """Makes worker processes of tests/e2e_app.py sharing one app id and effects dir."""
     name = unique_name("app")
@@ -69,7 +70,7 @@ def _assert_outputs(records: list, inputs: list[tuple[str, str]]) -> None:
 
 
 async def test_sigkill_repeatedly_loses_nothing_and_never_reruns_completed_work(
-    broker: EmbeddedBroker, tmp_path: Path, cluster: Callable[[str], WorkerProcess]
+    broker: Broker, tmp_path: Path, cluster: Callable[[str], WorkerProcess]
 ) -> None:
     """Scenario: every key has one input mid-action (held at a gate after its first action
     and durable call completed) and one input pending; the worker is SIGKILLed, restarted,
@@ -106,7 +107,7 @@ async def test_sigkill_repeatedly_loses_nothing_and_never_reruns_completed_work(
 
 
 async def test_kill_while_streaming_loses_nothing(
-    broker: EmbeddedBroker, tmp_path: Path, cluster: Callable[[str], WorkerProcess]
+    broker: Broker, tmp_path: Path, cluster: Callable[[str], WorkerProcess]
 ) -> None:
     """Scenario: a stream flows freely and the worker is killed three times mid-stream.
     We expect: every input's output arrives, duplicates carry the same event id, and
@@ -130,7 +131,7 @@ async def test_kill_while_streaming_loses_nothing(
 
 
 async def test_failover_to_second_worker(
-    broker: EmbeddedBroker, tmp_path: Path, cluster: Callable[[str], WorkerProcess]
+    broker: Broker, tmp_path: Path, cluster: Callable[[str], WorkerProcess]
 ) -> None:
     """Scenario: two workers split the partitions; one is killed with keys mid-action.
     We expect: the survivor takes its partitions and their state, resumes the held keys

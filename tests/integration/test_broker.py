@@ -1,4 +1,4 @@
-"""The embedded broker and topic administration, against a real Tansu process."""
+"""The brokers and topic administration, against a real Tansu process and a real Kafka."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from agentstream.service.broker import (
     is_embedded_broker,
     wait_for_broker,
 )
+from tests.brokers import Broker
 
 
 async def _partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
@@ -33,16 +34,16 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_broker_answers_metadata(broker: EmbeddedBroker) -> None:
+async def test_broker_answers_metadata(broker: Broker) -> None:
     assert broker.running
     assert broker.bootstrap == f"127.0.0.1:{broker.port}"
     assert broker.url == f"kafka://127.0.0.1:{broker.port}"
     await wait_for_broker(broker.bootstrap, timeout_s=5)
-    assert await is_embedded_broker(broker.bootstrap)
+    assert await is_embedded_broker(broker.bootstrap) == broker.embedded
 
 
 async def test_ensure_topics_is_idempotent(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    broker: Broker, unique_name: Callable[[str], str]
 ) -> None:
     topics = {unique_name("in"): 3, unique_name("out"): 1}
     await ensure_topics(broker.bootstrap, topics)
@@ -51,7 +52,7 @@ async def test_ensure_topics_is_idempotent(
 
 
 async def test_partition_count_mismatch_is_a_configuration_error(
-    broker: EmbeddedBroker, unique_name: Callable[[str], str]
+    broker: Broker, unique_name: Callable[[str], str]
 ) -> None:
     """Scenario: a topic exists with 3 partitions; 5 are required.
 
@@ -64,7 +65,7 @@ async def test_partition_count_mismatch_is_a_configuration_error(
     assert await _partition_counts(broker.bootstrap, [name]) == {name: 3}
 
 
-async def test_pause_makes_the_broker_unresponsive_until_resumed(broker: EmbeddedBroker) -> None:
+async def test_pause_makes_the_broker_unresponsive_until_resumed(broker: Broker) -> None:
     broker.pause()
     try:
         with pytest.raises(BrokerError, match="no Kafka broker answered"):
@@ -74,7 +75,7 @@ async def test_pause_makes_the_broker_unresponsive_until_resumed(broker: Embedde
     await wait_for_broker(broker.bootstrap, timeout_s=5)
 
 
-def test_lifecycle_and_port_conflicts(broker: EmbeddedBroker) -> None:
+def test_lifecycle_and_port_conflicts(broker: Broker) -> None:
     with pytest.raises(ConfigurationError, match="already in use"):
         EmbeddedBroker(port=broker.port).start()
     second = EmbeddedBroker()

@@ -13,8 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agentstream.errors import BrokerError
-from agentstream.service.broker import EmbeddedBroker
 from agentstream.state.changelog import ChangelogStore, PartitionNotAssignedError
+from tests.brokers import Broker
 
 StoreFactory = Callable[..., Awaitable[ChangelogStore]]
 Record = tuple[int, bytes, bytes | None]  # offset, key, value
@@ -53,7 +53,7 @@ async def wait_for(condition: Callable[[], Awaitable[bool]], what: str, timeout_
 
 
 @pytest.fixture
-async def store_factory(broker: EmbeddedBroker, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+async def store_factory(broker: Broker, tmp_path: Path) -> AsyncIterator[StoreFactory]:
     """Start stores on the module's broker; whatever is still running is stopped after."""
     stores: list[ChangelogStore] = []
 

@@ -14,24 +14,23 @@ from typing import Any
 import pytest
 
 from agentstream import Agent, AgentApp, Event, InputEvent, OutputEvent, RunnerContext, action
-from agentstream.service.broker import EmbeddedBroker, free_port
+from agentstream.service.broker import free_port
 from agentstream.service.web import WebServer
 from agentstream.service.worker import HEADER_EVENT_ID, HEADER_WATERMARK, Worker
+from tests.brokers import Broker
 from tests.harness import Topic, decoded, produce, wait_until
 
 AppFactory = Callable[..., AgentApp]
 
 
 @pytest.fixture
-def make_app(
-    broker: EmbeddedBroker, tmp_path: Path, unique_name: Callable[[str], str]
-) -> AppFactory:
+def make_app(broker: Broker, tmp_path: Path, unique_name: Callable[[str], str]) -> AppFactory:
     def make(agent: Agent, **settings: Any) -> AgentApp:
         name = unique_name("svc")
         defaults: dict[str, Any] = dict(
             broker=broker.url,
             data_dir=tmp_path / name,
-            embedded_broker=True,
+            embedded_broker=broker.embedded,
             fetch_wait_ms=20,
             commit_interval_s=0.1,
             web_port=0,
@@ -89,7 +88,7 @@ class Ordered(Agent):
 
 
 async def test_order_per_key_concurrency_across_keys_and_internal_topic(
-    broker: EmbeddedBroker, make_app: AppFactory
+    broker: Broker, make_app: AppFactory
 ) -> None:
     """Scenario: 20 keys x 3 inputs; each input sleeps 0.2 s then hops the internal topic
     twice. We expect: per key, outputs in input order and each input ends before the next
@@ -129,7 +128,7 @@ class Breaking(Agent):
 
 
 async def test_bad_records_and_failing_actions_go_to_the_dead_letter_topic(
-    broker: EmbeddedBroker, make_app: AppFactory, tmp_path: Path
+    broker: Broker, make_app: AppFactory, tmp_path: Path
 ) -> None:
     from agentstream.observability.eventlog import EventLoggerConfig, read_event_log
     from agentstream.service.worker import DeadLettered
@@ -198,9 +197,7 @@ class Remember(Agent):
         ctx.send_event(OutputEvent(output=n))
 
 
-async def test_state_is_pruned_and_stays_bounded(
-    broker: EmbeddedBroker, make_app: AppFactory
-) -> None:
+async def test_state_is_pruned_and_stays_bounded(broker: Broker, make_app: AppFactory) -> None:
     """Scenario: 30 keys receive 20 rounds of inputs. We expect: after every round, the
     action-state entries are pruned to (near) zero and key records stay one per key."""
     app = make_app(Remember())
@@ -236,9 +233,7 @@ class Stalling(Agent):
         ctx.send_event(OutputEvent(output=event.input))
 
 
-async def test_watermark_held_back_by_in_flight_input(
-    broker: EmbeddedBroker, make_app: AppFactory
-) -> None:
+async def test_watermark_held_back_by_in_flight_input(broker: Broker, make_app: AppFactory) -> None:
     """Scenario: one partition; inputs with timestamps t0..t4, the one at t1 stalls.
     We expect: the watermark stays at t0 while t1 is in flight, however many later inputs
     finish, then jumps to t4; each output carries the watermark header."""
@@ -278,7 +273,7 @@ async def test_watermark_held_back_by_in_flight_input(
     assert {r.timestamp for r in records} == {1000, 1001, 1002, 1003, 1004}
 
 
-async def test_metrics_and_health_endpoints(broker: EmbeddedBroker, make_app: AppFactory) -> None:
+async def test_metrics_and_health_endpoints(broker: Broker, make_app: AppFactory) -> None:
     app = make_app(Remember())
     worker = Worker(app)
     port = free_port()
@@ -318,7 +313,7 @@ async def test_metrics_and_health_endpoints(broker: EmbeddedBroker, make_app: Ap
 
 
 async def test_records_waiting_before_the_worker_starts_are_all_processed(
-    broker: EmbeddedBroker, make_app: AppFactory
+    broker: Broker, make_app: AppFactory
 ) -> None:
     """Scenario: 3,000 records over 300 keys are in the input topic before any worker runs
     (the fetcher may run ahead of partition recovery). We expect: every one is processed,
@@ -337,7 +332,7 @@ async def test_records_waiting_before_the_worker_starts_are_all_processed(
 
 
 async def test_backpressure_pauses_input_but_not_the_internal_topic(
-    broker: EmbeddedBroker, make_app: AppFactory
+    broker: Broker, make_app: AppFactory
 ) -> None:
     """Scenario: a backlog of 400 inputs over 200 keys, at most 2 keys at once and at most
     20 inputs taken at a time; every input hops the internal topic twice.
@@ -366,7 +361,7 @@ async def test_backpressure_pauses_input_but_not_the_internal_topic(
     assert peak <= 20 + 100, f"{peak} inputs buffered"
 
 
-async def test_hot_key_with_a_long_backlog(broker: EmbeddedBroker, make_app: AppFactory) -> None:
+async def test_hot_key_with_a_long_backlog(broker: Broker, make_app: AppFactory) -> None:
     """Scenario: 1,500 inputs of one key wait in the topic (a long pending queue).
     We expect: all processed in order; the key's record is not re-encoded per arrival
     (which made this quadratic)."""
