@@ -22,9 +22,13 @@ from typing import Any
 from agentstream.api.events import Event, OutputEvent
 from agentstream.errors import ConfigurationError
 
-__all__ = ["Action", "ActionFn", "Agent", "action"]
+__all__ = ["Action", "ActionFn", "Agent", "action", "register_builtin_action"]
 
 ActionFn = Callable[..., Any]
+
+# Actions every agent has, registered by toolkit packages for their own event types
+# (agentstream.llm handles ChatRequestEvent and tool events this way).
+_BUILTIN_ACTIONS: list[Action] = []
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,17 @@ def action(
     return decorate
 
 
+def register_builtin_action(
+    name: str, events: Iterable[type[Event]], fn: ActionFn, config: Mapping[str, Any] | None = None
+) -> None:
+    """Give every agent an action (after its own ones) for ``events``: how a toolkit
+    package handles the event types it defines. Registering a name again replaces it."""
+    where = f"register_builtin_action({name!r})"
+    _check_fn(fn, where)
+    built = Action(name, _check_events(events, where), fn, dict(config or {}))
+    _BUILTIN_ACTIONS[:] = [a for a in _BUILTIN_ACTIONS if a.name != name] + [built]
+
+
 class Agent:
     """Base class of agents. Subclass it and declare actions with :func:`action`.
 
@@ -121,13 +136,16 @@ class Agent:
                 if isinstance(value, _ActionSpec) and attr not in seen:
                     seen.add(attr)
                     self._actions.append(Action(attr, value.events, value.fn, value.config))
+                elif hasattr(value, "__agent_install__") and not isinstance(value, type):
+                    # A declaration that registers itself (``@tool`` of agentstream.llm).
+                    value.__agent_install__(self, attr)
         if not self.name:
             self.name = type(self).__name__
 
     @property
     def actions(self) -> tuple[Action, ...]:
-        """Every action, in declaration order."""
-        return tuple(self._actions)
+        """Every action, in declaration order, then the built-in ones."""
+        return (*self._actions, *_BUILTIN_ACTIONS)
 
     def add_action(
         self,
@@ -138,7 +156,7 @@ class Agent:
     ) -> Agent:
         """Add an action at run time; returns the agent for chaining."""
         where = f"add_action({name!r})"
-        if any(a.name == name for a in self._actions):
+        if any(a.name == name for a in self.actions):
             raise ConfigurationError(f"{where}: the agent already has an action named {name!r}")
         _check_fn(fn, where)
         self._actions.append(Action(name, _check_events(events, where), fn, dict(config or {})))
@@ -151,6 +169,16 @@ class Agent:
             self._lazy[name] = value
         else:
             self._resources[name] = value
+        return self
+
+    def add_tool(self, fn: Any, *, name: str | None = None) -> Agent:
+        """Register a function (sync or async) as a tool chat models may call, under
+        ``name`` (default: the tool's or function's name). agentstream.llm derives its
+        JSON schema from the signature and docstring."""
+        tool_name = name or getattr(fn, "tool_name", None) or getattr(fn, "__name__", None)
+        if not callable(fn) or not tool_name:
+            raise ConfigurationError(f"add_tool: {fn!r} is not a named callable")
+        self._resources[str(tool_name)] = fn
         return self
 
     def get_resource(self, name: str) -> Any:
@@ -167,6 +195,6 @@ class Agent:
         """The actions an event of ``event_type`` triggers, in declaration order."""
         found = self._by_type.get(event_type)
         if found is None:
-            found = tuple(a for a in self._actions if issubclass(event_type, a.events))
+            found = tuple(a for a in self.actions if issubclass(event_type, a.events))
             self._by_type[event_type] = found
         return found

@@ -13,9 +13,18 @@ from typing import Any, TypeVar
 from agentstream.api.events import Event
 from agentstream.api.metrics import MetricGroup
 
-__all__ = ["MemoryObject", "Reconciler", "RunnerContext"]
+__all__ = ["MemoryObject", "Reconciler", "RunnerContext", "set_long_term_memory_factory"]
 
 T = TypeVar("T")
+
+# Builds ``ctx.long_term_memory``; set by agentstream.llm when it is imported.
+_long_term_memory_factory: Callable[[RunnerContext], Any] | None = None
+
+
+def set_long_term_memory_factory(factory: Callable[[RunnerContext], Any]) -> None:
+    """Install what ``RunnerContext.long_term_memory`` returns (agentstream.llm does)."""
+    global _long_term_memory_factory
+    _long_term_memory_factory = factory
 
 Reconciler = Callable[..., Any]
 """Called with the durable call's arguments when an earlier attempt of the call started but
@@ -77,6 +86,14 @@ class RunnerContext(abc.ABC):
     @abc.abstractmethod
     def sensory_memory(self) -> MemoryObject:
         """Memory of this key cleared when the current input is done."""
+
+    @property
+    def long_term_memory(self) -> Any:
+        """The key's long-term memory: ``agentstream.llm.LongTermMemory`` (add, search,
+        get, delete), kept in the key's state."""
+        if _long_term_memory_factory is None:
+            raise RuntimeError("long-term memory comes with agentstream.llm: import it first")
+        return _long_term_memory_factory(self)
 
     @abc.abstractmethod
     def get_resource(self, name: str) -> Any:

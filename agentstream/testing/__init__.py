@@ -31,8 +31,17 @@ from agentstream.runtime.records import (
     KeyStateBackend,
     new_input_record,
 )
+from agentstream.testing.scripted_server import ScriptedChatServer, ScriptedReply, ScriptedRequest
 
-__all__ = ["InMemoryActionStateStore", "InMemoryKeyState", "InputRecord", "LocalRunner"]
+__all__ = [
+    "InMemoryActionStateStore",
+    "InMemoryKeyState",
+    "InputRecord",
+    "LocalRunner",
+    "ScriptedChatServer",
+    "ScriptedReply",
+    "ScriptedRequest",
+]
 
 
 class _Collect:

@@ -1,0 +1,453 @@
+"""``ScriptedChatServer``: a real HTTP server speaking the OpenAI and Anthropic APIs, offline.
+
+Tests (yours too) run agents against it with the real SDKs over a real socket::
+
+    with ScriptedChatServer() as server:
+        server.add(ScriptedReply.tools(("lookup_order", {"order_id": "A-1"})),
+                   ScriptedReply.text("Your order A-1 has shipped."))
+        model = OpenAIChatModel("gpt-4o-mini", base_url=server.openai_url, api_key="test")
+        ...
+        assert server.count("chat") == 2
+
+It serves ``POST /v1/chat/completions`` and ``POST /v1/embeddings`` (OpenAI) and
+``POST /v1/messages`` (Anthropic). Chat requests are answered by the scripted replies in
+order; when none is left, by the ``responder`` function (``request -> ScriptedReply``),
+else with an error. A reply can be text, tool calls, an HTTP error (with ``retry-after``),
+and can be delayed or held until the test releases it. Embeddings are deterministic
+hashed bags of words, so texts sharing words are similar. Every request is recorded in
+:attr:`ScriptedChatServer.requests`. The server runs on its own thread and event loop, so
+it serves sync tests, async tests and worker processes alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import json
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from aiohttp import web
+
+__all__ = ["ScriptedChatServer", "ScriptedReply", "ScriptedRequest"]
+
+Api = Literal["chat", "anthropic", "embeddings"]
+
+
+@dataclass
+class ScriptedReply:
+    """One scripted answer.
+
+    Attributes:
+        content: the answer's text.
+        tool_calls: ``(tool name, arguments)`` pairs the model asks for.
+        status: an HTTP status other than 200 makes the reply an error.
+        error: the error's message.
+        retry_after_s: sent as ``retry-after`` with an error.
+        delay_s: wait this long before answering.
+        hold: wait until this event is set (or the server stops) before answering.
+        prompt_tokens, completion_tokens: the usage reported (default: words counted).
+    """
+
+    content: str = ""
+    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    status: int = 200
+    error: str = "scripted error"
+    retry_after_s: float | None = None
+    delay_s: float = 0.0
+    hold: threading.Event | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @classmethod
+    def text(cls, content: str, **kwargs: Any) -> ScriptedReply:
+        """A final answer."""
+        return cls(content=content, **kwargs)
+
+    @classmethod
+    def tools(cls, *calls: tuple[str, dict[str, Any]], **kwargs: Any) -> ScriptedReply:
+        """A turn asking for tool calls: ``ScriptedReply.tools(("lookup", {"id": 1}))``."""
+        return cls(tool_calls=list(calls), **kwargs)
+
+    @classmethod
+    def failure(
+        cls, status: int = 500, error: str = "scripted error", **kwargs: Any
+    ) -> ScriptedReply:
+        """An HTTP error."""
+        return cls(status=status, error=error, **kwargs)
+
+
+@dataclass
+class ScriptedRequest:
+    """A request the server received.
+
+    Attributes:
+        api: ``"chat"`` (OpenAI chat completions), ``"anthropic"`` or ``"embeddings"``.
+        body: the JSON body.
+        messages: the conversation in OpenAI's shape (role, content, tool_call_id),
+            Anthropic's tool results as ``tool`` messages; empty for embeddings.
+        number: its position among every request served (from 1).
+    """
+
+    api: Api
+    body: dict[str, Any]
+    messages: list[dict[str, Any]]
+    number: int
+
+    @property
+    def last(self) -> dict[str, Any]:
+        """The conversation's last message."""
+        return self.messages[-1] if self.messages else {}
+
+    @property
+    def tool_results(self) -> list[str]:
+        """The contents of the tool messages since the last assistant message."""
+        results: list[str] = []
+        for message in reversed(self.messages):
+            if message.get("role") != "tool":
+                break
+            results.insert(0, str(message.get("content") or ""))
+        return results
+
+    @property
+    def text(self) -> str:
+        """Every message's text (or every embedding input), joined."""
+        if self.api == "embeddings":
+            inputs = self.body.get("input")
+            return "\n".join(inputs if isinstance(inputs, list) else [str(inputs)])
+        return "\n".join(str(m.get("content") or "") for m in self.messages)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+def hashed_embedding(text: str, dimensions: int = 64) -> list[float]:
+    """A deterministic bag-of-words vector: texts sharing words point the same way."""
+    vector = [0.0] * dimensions
+    for word in _words(text):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        vector[digest[0] % dimensions] += 1.0 if digest[1] % 2 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector)) or 1.0
+    return [x / norm for x in vector]
+
+
+def _anthropic_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    if body.get("system"):
+        messages.append({"role": "system", "content": str(body["system"])})
+    for turn in body.get("messages") or []:
+        content = turn.get("content")
+        if isinstance(content, str):
+            messages.append({"role": turn.get("role"), "content": content})
+            continue
+        text = "".join(b.get("text", "") for b in content or [] if b.get("type") == "text")
+        results = [b for b in content or [] if b.get("type") == "tool_result"]
+        if text or not results:
+            messages.append({"role": turn.get("role"), "content": text})
+        for block in results:
+            inner = block.get("content")
+            if isinstance(inner, list):
+                inner = "".join(b.get("text", "") for b in inner)
+            messages.append(
+                {"role": "tool", "tool_call_id": block.get("tool_use_id"), "content": inner}
+            )
+    return messages
+
+
+class ScriptedChatServer:
+    """An OpenAI/Anthropic-compatible HTTP server answering from a script.
+
+    Args:
+        replies: scripted replies, served in order to chat requests (both APIs).
+        responder: answers chat requests once the scripted replies are used up.
+        host: the address to listen on (loopback by default).
+        port: the port (0: a free one).
+        dimensions: the size of embedding vectors.
+    """
+
+    def __init__(
+        self,
+        *replies: ScriptedReply,
+        responder: Callable[[ScriptedRequest], ScriptedReply] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        dimensions: int = 64,
+    ):
+        self.requests: list[ScriptedRequest] = []
+        self.responder = responder
+        self.dimensions = dimensions
+        self._replies: deque[ScriptedReply] = deque(replies)
+        self._host = host
+        self._port = port
+        self._lock = threading.Lock()
+        self._numbers = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+
+    # -- script --------------------------------------------------------------------
+
+    def add(self, *replies: ScriptedReply) -> ScriptedChatServer:
+        """Append scripted replies."""
+        with self._lock:
+            self._replies.extend(replies)
+        return self
+
+    def count(self, api: Api | None = None) -> int:
+        """How many requests were served (of ``api``, if given)."""
+        with self._lock:
+            return sum(1 for r in self.requests if api is None or r.api == api)
+
+    @property
+    def remaining(self) -> int:
+        """Scripted replies not used yet."""
+        with self._lock:
+            return len(self._replies)
+
+    # -- addresses -----------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` (Anthropic's SDK takes this as ``base_url``)."""
+        if not self._started.is_set():
+            raise RuntimeError("the server is not started: use start() or `with`")
+        return f"http://{self._host}:{self._port}"
+
+    @property
+    def openai_url(self) -> str:
+        """The ``base_url`` for the OpenAI SDK: ``http://host:port/v1``."""
+        return f"{self.url}/v1"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self, timeout_s: float = 10.0) -> ScriptedChatServer:
+        """Start serving on a background thread; returns once it listens."""
+        if self._thread is not None:
+            return self
+        self._thread = threading.Thread(target=self._serve, name="scripted-chat", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout_s):
+            raise RuntimeError(f"the scripted chat server did not start within {timeout_s} s")
+        if self._error is not None:
+            raise RuntimeError(f"the scripted chat server failed to start: {self._error}")
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop serving (held replies are released)."""
+        loop, stopping = self._loop, self._stopping
+        if loop is not None and stopping is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(stopping.set)
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+        self._thread = None
+
+    def __enter__(self) -> ScriptedChatServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._started.set()
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/embeddings", self._embeddings)
+        app.router.add_post("/v1/messages", self._anthropic)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, self._host, self._port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self._port = sockets[0].getsockname()[1]
+        self._started.set()
+        try:
+            await self._stopping.wait()
+        finally:
+            await runner.cleanup()
+
+    # -- handlers --------------------------------------------------------------------
+
+    def _record(
+        self, api: Api, body: dict[str, Any], messages: list[dict[str, Any]]
+    ) -> ScriptedRequest:
+        with self._lock:
+            request = ScriptedRequest(api, body, messages, next(self._numbers))
+            self.requests.append(request)
+            return request
+
+    def _next_reply(self, request: ScriptedRequest) -> ScriptedReply:
+        with self._lock:
+            if self._replies:
+                return self._replies.popleft()
+        if self.responder is not None:
+            return self.responder(request)
+        return ScriptedReply.failure(500, "the scripted chat server has no reply left")
+
+    async def _wait(self, reply: ScriptedReply) -> None:
+        if reply.delay_s:
+            await asyncio.sleep(reply.delay_s)
+        hold = reply.hold
+        if hold is not None:
+            stopping = self._stopping
+            while not hold.is_set() and not (stopping and stopping.is_set()):
+                await asyncio.sleep(0.02)
+
+    @staticmethod
+    def _usage(request: ScriptedRequest, reply: ScriptedReply) -> tuple[int, int]:
+        prompt = reply.prompt_tokens
+        if prompt is None:
+            prompt = len(_words(request.text))
+        completion = reply.completion_tokens
+        if completion is None:
+            completion = len(_words(reply.content)) + 5 * len(reply.tool_calls)
+        return prompt, completion
+
+    def _request_id(self, request: ScriptedRequest) -> str:
+        return f"req_scripted_{request.number}"
+
+    async def _body(self, http: web.Request) -> dict[str, Any]:
+        try:
+            body = await http.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="the body is not a JSON object")
+        return body
+
+    def _error_response(
+        self, request: ScriptedRequest, reply: ScriptedReply, api: Api
+    ) -> web.Response:
+        headers = {
+            "x-request-id": self._request_id(request),
+            "request-id": self._request_id(request),
+        }
+        if reply.retry_after_s is not None:
+            headers["retry-after"] = str(reply.retry_after_s)
+        if api == "anthropic":
+            body: dict[str, Any] = {
+                "type": "error",
+                "error": {"type": "api_error", "message": reply.error},
+            }
+        else:
+            body = {"error": {"message": reply.error, "type": "scripted_error", "code": None}}
+        return web.json_response(body, status=reply.status, headers=headers)
+
+    async def _chat(self, http: web.Request) -> web.Response:
+        body = await self._body(http)
+        request = self._record("chat", body, list(body.get("messages") or []))
+        reply = self._next_reply(request)
+        await self._wait(reply)
+        if reply.status != 200:
+            return self._error_response(request, reply, "chat")
+        prompt, completion = self._usage(request, reply)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.content or None}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": f"call_{request.number}_{i}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments)},
+                }
+                for i, (name, arguments) in enumerate(reply.tool_calls)
+            ]
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{request.number}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": str(body.get("model") or "scripted"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": message,
+                        "finish_reason": "tool_calls" if reply.tool_calls else "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
+                },
+            },
+            headers={"x-request-id": self._request_id(request)},
+        )
+
+    async def _anthropic(self, http: web.Request) -> web.Response:
+        body = await self._body(http)
+        request = self._record("anthropic", body, _anthropic_messages(body))
+        reply = self._next_reply(request)
+        await self._wait(reply)
+        if reply.status != 200:
+            return self._error_response(request, reply, "anthropic")
+        prompt, completion = self._usage(request, reply)
+        content: list[dict[str, Any]] = []
+        if reply.content:
+            content.append({"type": "text", "text": reply.content})
+        content += [
+            {"type": "tool_use", "id": f"toolu_{request.number}_{i}", "name": name, "input": args}
+            for i, (name, args) in enumerate(reply.tool_calls)
+        ]
+        return web.json_response(
+            {
+                "id": f"msg_{request.number}",
+                "type": "message",
+                "role": "assistant",
+                "model": str(body.get("model") or "scripted"),
+                "content": content,
+                "stop_reason": "tool_use" if reply.tool_calls else "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": prompt, "output_tokens": completion},
+            },
+            headers={"request-id": self._request_id(request)},
+        )
+
+    async def _embeddings(self, http: web.Request) -> web.Response:
+        body = await self._body(http)
+        request = self._record("embeddings", body, [])
+        inputs = body.get("input")
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        dimensions = int(body.get("dimensions") or self.dimensions)
+        return web.json_response(
+            {
+                "object": "list",
+                "model": str(body.get("model") or "scripted"),
+                "data": [
+                    {
+                        "object": "embedding",
+                        "index": i,
+                        "embedding": hashed_embedding(str(t), dimensions),
+                    }
+                    for i, t in enumerate(texts)
+                ],
+                "usage": {
+                    "prompt_tokens": len(_words(request.text)),
+                    "total_tokens": len(_words(request.text)),
+                },
+            },
+            headers={"x-request-id": self._request_id(request)},
+        )
