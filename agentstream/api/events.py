@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from agentstream.api.ids import derive_event_id
+from agentstream.api.ids import derive_event_id, qualified_name
 
 __all__ = [
     "Event",
@@ -32,7 +32,7 @@ _REGISTRY: dict[str, type[Event]] = {}
 
 def event_type_name(cls: type[Any]) -> str:
     """The registered type name of an event class: ``module.QualName``."""
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return qualified_name(cls)
 
 
 class Event(BaseModel):

@@ -21,7 +21,7 @@ from mypy_extensions import mypyc_attr
 
 from agentstream.api.events import Event
 from agentstream.runtime.memory import MemoryUpdate
-from agentstream.serde import dumps, loads
+from agentstream.runtime.records import decode_record, encode_record, many, register_record
 
 __all__ = [
     "ActionRun",
@@ -37,9 +37,9 @@ __all__ = [
 class CallRecord:
     """One durable call: position is its index in the action's list of calls.
 
-    ``status`` is "ok" (``result`` holds the pickled result), "error" (``error_type`` and
-    ``error_message``), or "started" (began, outcome unknown; written only for calls with a
-    reconciler).
+    ``status`` is "ok" (``result`` holds the recorded result, plain data in msgpack: see
+    :mod:`agentstream.runtime.results`), "error" (``error_type`` and ``error_message``), or
+    "started" (began, outcome unknown; written only for calls with a reconciler).
     """
 
     fn_id: str
@@ -49,20 +49,6 @@ class CallRecord:
     error_type: str | None = None
     error_message: str | None = None
 
-    def to_wire(self) -> list[Any]:
-        return [
-            self.fn_id,
-            self.digest,
-            self.status,
-            self.result,
-            self.error_type,
-            self.error_message,
-        ]
-
-    @classmethod
-    def from_wire(cls, data: list[Any]) -> CallRecord:
-        return cls(*data)
-
 
 class ActionState(NamedTuple):
     """The record of one action run (a named tuple: one is built per action run)."""
@@ -71,27 +57,6 @@ class ActionState(NamedTuple):
     memory_updates: tuple[MemoryUpdate, ...] = ()
     sent_events: tuple[bytes, ...] = ()
     calls: tuple[CallRecord, ...] = ()
-
-    def to_bytes(self) -> bytes:
-        return dumps(
-            [
-                self.completed,
-                [list(u) for u in self.memory_updates],
-                list(self.sent_events),
-                [c.to_wire() for c in self.calls],
-            ],
-            what="action state",
-        )
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ActionState:
-        completed, updates, events, calls = loads(data)
-        return cls(
-            completed=completed,
-            memory_updates=tuple(tuple(u) for u in updates),
-            sent_events=tuple(events),
-            calls=tuple(CallRecord.from_wire(c) for c in calls),
-        )
 
 
 _tuple_new: Final = tuple.__new__  # Final: kept in a C variable when compiled
@@ -106,6 +71,29 @@ def new_action_state(
     """``ActionState(...)`` without the named tuple's constructor, which is Python code
     (this module is compiled; the hot path records one state per action run)."""
     return _tuple_new(ActionState, (completed, memory_updates, sent_events, calls))
+
+
+def _updates(updates: list[list[Any]]) -> tuple[MemoryUpdate, ...]:
+    return tuple([tuple(u) for u in updates])
+
+
+def _from_unversioned(fields: list[Any]) -> list[Any]:
+    """Version 0 pickled call results: they are never read; the calls run again."""
+    return [*fields[:3], []]
+
+
+register_record(CallRecord, what="durable call record")
+register_record(
+    ActionState,
+    what="action state",
+    fields={
+        "memory_updates": (None, _updates),  # tuples pack as arrays as they are
+        "sent_events": (None, tuple),
+        "calls": many(CallRecord),
+    },
+    migrations={0: _from_unversioned},
+    build=new_action_state,
+)
 
 
 class ActionRun(NamedTuple):
@@ -138,8 +126,9 @@ class InMemoryActionStateStore:
     """A real in-memory :class:`ActionStateStore`.
 
     States are immutable and hold only serialized payloads (events are packed, memory
-    values were copied through the serializer, call results pickled), so they are kept as
-    objects; ``serialize=True`` round-trips every state through bytes instead.
+    values were copied through the serializer, call results recorded as plain data), so
+    they are kept as objects; ``serialize=True`` round-trips every state through bytes
+    instead.
     """
 
     def __init__(self, *, serialize: bool = False) -> None:
@@ -153,14 +142,14 @@ class InMemoryActionStateStore:
         found = runs.get((action, event_id)) if runs else None
         if found is None or not self._serialize:
             return found
-        return ActionState.from_bytes(found)
+        return decode_record(ActionState, found)
 
     def has_input(self, key: Hashable, seq: int) -> bool:
         seqs = self._data.get(key)
         return seqs is not None and seq in seqs
 
     def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
-        value = state.to_bytes() if self._serialize else state
+        value = encode_record(state) if self._serialize else state
         seqs = self._data.get(key)
         if seqs is None:
             seqs = self._data[key] = {}

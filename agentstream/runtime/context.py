@@ -1,12 +1,15 @@
 """The :class:`RunnerContext` implementation and durable execution.
 
 Durable calls are numbered in call order. Each record holds the function id, a digest of
-the arguments and the outcome. On replay (``prior`` holds the calls recorded by an
-earlier attempt of this action run)::
+the arguments and the outcome: the result as plain data (:mod:`agentstream.runtime.results`:
+never pickled, a value that cannot be recorded fails at the call) or the exception as (type
+name, message). On replay (``prior`` holds the calls recorded by an earlier attempt of this
+action run)::
 
     position i, same fn id and digest, outcome recorded  -> return it / raise it again
     position i, same fn id and digest, only "started"    -> reconciler decides, else run
-    anything else (first mismatch)                        -> forget the rest, run for real
+    anything else (first mismatch, or a result that      -> forget the rest, run for real
+    cannot be read back)
 
 In verification mode (the "always replay" harness) a call that is not served from the
 record is non-determinism and raises instead of running.
@@ -18,7 +21,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
-import pickle
+import logging
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import Executor
@@ -27,15 +30,19 @@ from typing import Any, Final, Protocol, TypeVar
 from agentstream.api.agent import Action, Agent
 from agentstream.api.context import MemoryObject, Reconciler, RunnerContext
 from agentstream.api.events import Event, InputEvent, derive_event_id
+from agentstream.api.ids import qualified_name
 from agentstream.api.metrics import MetricGroup
 from agentstream.errors import ContextThreadError, DurableExecutionError, SerializationError
 from agentstream.runtime.action_state import ActionState, CallRecord
 from agentstream.runtime.memory import MemoryStore, MemoryUpdate, StoreMemoryObject
+from agentstream.runtime.results import UnreadableResult, decode_result, encode_result
 from agentstream.serde import dumps, pack_event
 
 __all__ = ["ContextHost", "Memories", "ReplayMismatch", "RunnerContextImpl", "fn_id"]
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # Final: the compiled build keeps these in C variables (a plain global is a dict lookup).
 _get_ident: Final = threading.get_ident
@@ -49,10 +56,7 @@ class ReplayMismatch(Exception):
 
 def fn_id(fn: Callable[..., Any]) -> str:
     """A stable identity of a function across processes: ``module.qualname``."""
-    target = fn.func if isinstance(fn, functools.partial) else fn
-    module = getattr(target, "__module__", None) or "?"
-    name = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return f"{module}.{name}"
+    return qualified_name(fn.func if isinstance(fn, functools.partial) else fn)
 
 
 def _digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
@@ -266,13 +270,16 @@ class RunnerContextImpl(RunnerContext):
             record = self._prior_calls[position]
             if record.fn_id == fid and record.digest == digest:
                 return record
-        if self._verify:
-            raise ReplayMismatch(
-                f"action {self._action.name!r} made durable call #{position} to {fid} with "
-                "arguments that do not match its record on replay"
-            )
-        self._prior_calls = ()  # stop replaying: the rest runs for real
+        self._mismatch(
+            f"action {self._action.name!r} made durable call #{position} to {fid} with "
+            "arguments that do not match its record on replay"
+        )
         return None
+
+    def _mismatch(self, detail: str) -> None:
+        if self._verify:
+            raise ReplayMismatch(detail)
+        self._prior_calls = ()  # stop replaying: the rest runs for real
 
     def _record(self, record: CallRecord, *, replace_last: bool = False) -> None:
         if replace_last:
@@ -282,32 +289,43 @@ class RunnerContextImpl(RunnerContext):
         if not self._verify:
             self._host.persist_calls(self)
 
-    def _replay(self, record: CallRecord) -> Any:
+    def _replay(self, fn: Callable[..., Any], record: CallRecord) -> tuple[Any] | None:
+        """The recorded outcome, as a 1-tuple of the result (a recorded error is raised);
+        None when the result cannot be read back, and then the call runs again."""
+        if record.status != "ok":
+            self._served(record)
+            raise DurableExecutionError(
+                record.error_type or "Exception", record.error_message or ""
+            )
+        try:
+            value = decode_result(fn, record.result or b"")
+        except UnreadableResult as exc:
+            detail = (
+                f"the recorded result of durable call #{len(self.calls)} to {record.fn_id} "
+                f"in action {self._action.name!r} cannot be read back ({exc}); it runs again"
+            )
+            self._mismatch(detail)
+            log.warning("%s", detail)
+            return None
+        self._served(record)
+        return (value,)
+
+    def _served(self, record: CallRecord) -> None:
         self.calls.append(record)
         if not self._verify:
             self._host.replayed_call(self)
-        if record.status == "ok":
-            return pickle.loads(record.result or b"")
-        raise DurableExecutionError(record.error_type or "Exception", record.error_message or "")
 
-    def _outcome(self, fid: str, digest: str, result: Any) -> CallRecord:
-        try:
-            blob = pickle.dumps(result)
-        except Exception as exc:
-            raise SerializationError(
-                f"the result of durable call {fid} cannot be recorded (pickle failed: {exc}); "
-                "return plain data from durable functions"
-            ) from exc
-        return CallRecord(fid, digest, "ok", result=blob)
+    @staticmethod
+    def _outcome(fn: Callable[..., Any], fid: str, digest: str, result: Any) -> CallRecord:
+        return CallRecord(fid, digest, "ok", result=encode_result(fn, result))
 
     @staticmethod
     def _failure(fid: str, digest: str, exc: BaseException) -> CallRecord:
-        kind = type(exc)
         return CallRecord(
             fid,
             digest,
             "error",
-            error_type=f"{kind.__module__}.{kind.__qualname__}",
+            error_type=qualified_name(type(exc)),
             error_message=str(exc),
         )
 
@@ -317,13 +335,17 @@ class RunnerContextImpl(RunnerContext):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         reconciler: Reconciler | None,
-    ) -> tuple[str, str, CallRecord | None, bool]:
-        """Look the call up; returns (fn id, digest, record to replay, reconcile?)."""
+    ) -> tuple[str, str, tuple[Any] | None, bool]:
+        """Look the call up; returns (fn id, digest, replayed result as a 1-tuple or None,
+        reconcile?); a replayed failure is raised."""
         self._check()
         fid, digest = fn_id(fn), _digest(args, kwargs)
         record = self._lookup(fid, digest)
         if record is not None and record.status != "started":
-            return fid, digest, record, False
+            replayed = self._replay(fn, record)
+            if replayed is not None:
+                return fid, digest, replayed, False
+            record = None
         reconcile = record is not None and reconciler is not None
         if reconciler is not None:
             # Mark the call as started so that a crash mid-call is reconciled next time.
@@ -332,28 +354,29 @@ class RunnerContextImpl(RunnerContext):
 
     def _finish(
         self,
+        fn: Callable[..., Any],
         fid: str,
         digest: str,
         started: bool,
         result: Any = None,
         exc: BaseException | None = None,
     ) -> None:
-        record = self._failure(fid, digest, exc) if exc else self._outcome(fid, digest, result)
+        record = self._failure(fid, digest, exc) if exc else self._outcome(fn, fid, digest, result)
         self._record(record, replace_last=started)
 
     def durable_execute(
         self, fn: Callable[..., T], *args: Any, reconciler: Reconciler | None = None, **kwargs: Any
     ) -> T:
-        fid, digest, record, reconcile = self._begin(fn, args, kwargs, reconciler)
-        if record is not None:
-            return self._replay(record)
+        fid, digest, replayed, reconcile = self._begin(fn, args, kwargs, reconciler)
+        if replayed is not None:
+            return replayed[0]
         target = reconciler if reconcile and reconciler is not None else fn
         try:
             result = target(*args, **kwargs)
         except Exception as exc:
-            self._finish(fid, digest, reconciler is not None, exc=exc)
+            self._finish(fn, fid, digest, reconciler is not None, exc=exc)
             raise
-        self._finish(fid, digest, reconciler is not None, result=result)
+        self._finish(fn, fid, digest, reconciler is not None, result=result)
         return result
 
     async def durable_execute_async(
@@ -363,9 +386,9 @@ class RunnerContextImpl(RunnerContext):
         reconciler: Reconciler | None = None,
         **kwargs: Any,
     ) -> T:
-        fid, digest, record, reconcile = self._begin(fn, args, kwargs, reconciler)
-        if record is not None:
-            return self._replay(record)
+        fid, digest, replayed, reconcile = self._begin(fn, args, kwargs, reconciler)
+        if replayed is not None:
+            return replayed[0]
         target: Callable[..., Any] = reconciler if reconcile and reconciler is not None else fn
         try:
             if inspect.iscoroutinefunction(target):
@@ -378,10 +401,10 @@ class RunnerContextImpl(RunnerContext):
                 if inspect.isawaitable(result):
                     result = await result
         except Exception as exc:
-            self._finish(fid, digest, reconciler is not None, exc=exc)
+            self._finish(fn, fid, digest, reconciler is not None, exc=exc)
             await self._durable()
             raise
-        self._finish(fid, digest, reconciler is not None, result=result)
+        self._finish(fn, fid, digest, reconciler is not None, result=result)
         # The outcome is durable before the action goes on: a crash from here on never
         # repeats this call.
         await self._durable()

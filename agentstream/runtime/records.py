@@ -1,21 +1,220 @@
-"""Inputs and per-key bookkeeping, and the keyed-state interface the operator writes to.
+"""Inputs and per-key bookkeeping, the keyed-state interface the operator writes to, and
+the one codec every stored record goes through.
 
 Every transition of a key (input accepted, input started, input finished) is written as
 ONE :class:`KeyRecord` value, so a crash never leaves a key half-updated and a
 changelogged backend sends one record per transition.
+
+The record codec (:func:`encode_record`, :func:`decode_record`)::
+
+    stored value = version byte + msgpack [field, field, ...]
+                   (fields in the record class's declared order; a nested record is the
+                   list of its own fields; nothing but plain data is ever written)
+
+A record type is registered once with :func:`register_record`, which reads its fields from
+the class (a dataclass or a named tuple). The version byte belongs to the stored value as a
+whole; decoding reads it first and migrates older layouts (``migrations``: version ->
+function from that version's field list to the next one's) before building the record, and
+refuses a version it does not know with :class:`~agentstream.errors.SerializationError`.
+Version 0 is the unversioned layout written before the byte existed (a bare msgpack
+array). Nothing read back is ever unpickled or evaluated: a field is plain data, or a
+nested record decoded by the same rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+import dataclasses
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 from mypy_extensions import mypyc_attr
 
+from agentstream.errors import SerializationError
 from agentstream.serde import dumps, loads
 
-__all__ = ["InputRecord", "KeyRecord", "KeyStateBackend", "new_input_record"]
+__all__ = [
+    "RECORD_VERSION",
+    "InputRecord",
+    "KeyRecord",
+    "KeyStateBackend",
+    "decode_record",
+    "encode_record",
+    "new_input_record",
+    "register_record",
+]
+
+R = TypeVar("R")
+
+RECORD_VERSION: Final = 1
+_VERSION_BYTE: Final = bytes([RECORD_VERSION])
+# A bare msgpack array (fixarray, array 16, array 32): the unversioned layout, version 0.
+_LEGACY_MARKERS: Final = frozenset([*range(0x90, 0xA0), 0xDC, 0xDD])
+
+Migration = Callable[[list[Any]], list[Any]]
+# (to plain, from plain); None where the value is already what msgpack packs / decodes to.
+FieldCodec = tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]
+
+
+class _Layout:
+    """How one record type is written: its class, field names and field converters."""
+
+    __slots__ = ("build", "cls", "decoders", "encoders", "migrations", "names", "what")
+
+    def __init__(
+        self,
+        cls: type,
+        build: Callable[..., Any],
+        names: tuple[str, ...],
+        fields: Mapping[str, FieldCodec],
+        migrations: Mapping[int, Migration],
+        what: str,
+    ) -> None:
+        self.cls = cls
+        self.build = build
+        self.names = names
+        self.encoders: list[Callable[[Any], Any] | None] = [
+            fields[n][0] if n in fields else None for n in names
+        ]
+        self.decoders: list[Callable[[Any], Any] | None] = [
+            fields[n][1] if n in fields else None for n in names
+        ]
+        self.migrations = dict(migrations)
+        self.what = what
+
+    def to_plain(self, record: Any) -> list[Any]:
+        values = [getattr(record, name) for name in self.names]
+        for i, encode in enumerate(self.encoders):
+            if encode is not None:
+                values[i] = encode(values[i])
+        return values
+
+    def from_plain(self, data: list[Any]) -> Any:
+        if len(data) > len(self.names):
+            raise SerializationError(
+                f"{self.what} has {len(data)} fields, this version knows {len(self.names)}"
+            )
+        for i, value in enumerate(data):
+            decode = self.decoders[i]
+            if decode is not None:
+                data[i] = decode(value)
+        return self.build(*data)  # missing trailing fields take their defaults
+
+
+_LAYOUTS: Final[dict[type, _Layout]] = {}
+
+
+def register_record(
+    cls: type,
+    *,
+    what: str,
+    fields: Mapping[str, FieldCodec] | None = None,
+    migrations: Mapping[int, Migration] | None = None,
+    build: Callable[..., Any] | None = None,
+) -> None:
+    """Make ``cls`` (a dataclass or a named tuple) a record type of the codec.
+
+    Args:
+        what: what the record is, for error messages ("key record").
+        fields: converters of the fields that are not plain data (nested records,
+            tuples), as (to plain, from plain) pairs; see :func:`one` and :func:`many`.
+        migrations: version -> function turning that version's field list into the next
+            version's (applied in turn up to :data:`RECORD_VERSION`).
+        build: makes the record from its field values in order (default: the class).
+    """
+    if dataclasses.is_dataclass(cls):
+        names = tuple(f.name for f in dataclasses.fields(cls))
+    else:
+        names = tuple(cls._fields)  # type: ignore[attr-defined]
+    _LAYOUTS[cls] = _Layout(cls, build or cls, names, fields or {}, migrations or {}, what)
+
+
+def _layout(cls: type) -> _Layout:
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        raise TypeError(f"{cls.__name__} is not a registered record type")
+    return layout
+
+
+def one(cls: type) -> FieldCodec:
+    """The converters of a field holding one record of ``cls``, or None."""
+    layout = _layout(cls)
+
+    def encode(value: Any) -> Any:
+        return None if value is None else layout.to_plain(value)
+
+    def decode(value: Any) -> Any:
+        return None if value is None else layout.from_plain(value)
+
+    return encode, decode
+
+
+def many(cls: type | None, container: Callable[[Any], Any] = tuple) -> FieldCodec:
+    """The converters of a field holding a sequence (``container``, a tuple by default)
+    of records of ``cls``, or of plain values when ``cls`` is None."""
+    if cls is None:
+        return list, container
+    layout = _layout(cls)
+    to_plain, from_plain = layout.to_plain, layout.from_plain
+
+    def encode(values: Any) -> Any:
+        return [to_plain(v) for v in values]
+
+    def decode(values: Any) -> Any:
+        return container([from_plain(v) for v in values])
+
+    return encode, decode
+
+
+def encode_record(record: Any) -> bytes:
+    """``record`` (of a registered type) as stored: version byte + msgpack fields."""
+    layout = _layout(type(record))
+    return _VERSION_BYTE + dumps(layout.to_plain(record), what=layout.what)
+
+
+def decode_record(cls: type[R], data: bytes) -> R:
+    """The record of type ``cls`` that :func:`encode_record` wrote (any known version).
+
+    Raises:
+        SerializationError: the bytes are not such a record, or were written by an
+            unknown (newer) version.
+    """
+    layout = _layout(cls)
+    if not data:
+        raise SerializationError(f"{layout.what}: empty record")
+    version = data[0]
+    try:
+        if version == RECORD_VERSION:
+            fields = loads(data[1:])
+        elif version in _LEGACY_MARKERS:
+            version, fields = 0, loads(data)
+        else:
+            fields = loads(data[1:])
+        if version != RECORD_VERSION:
+            fields = _migrate(layout, version, fields)
+        if not isinstance(fields, list):
+            raise SerializationError(f"{layout.what} is not a list of fields")
+        record: R = layout.from_plain(fields)
+    except SerializationError:
+        raise
+    except Exception as exc:  # malformed bytes: msgpack or the record's own checks
+        raise SerializationError(f"{layout.what} cannot be decoded: {exc!r}") from exc
+    return record
+
+
+def _migrate(layout: _Layout, version: int, fields: Any) -> Any:
+    while version < RECORD_VERSION:
+        migration = layout.migrations.get(version)
+        if migration is None:
+            break
+        fields = migration(fields)
+        version += 1
+    if version != RECORD_VERSION:
+        raise SerializationError(
+            f"{layout.what} was written in record format version {version}; this version "
+            f"of agentstream reads versions up to {RECORD_VERSION} (upgrade it, or migrate)"
+        )
+    return fields
 
 
 class InputRecord(NamedTuple):
@@ -31,13 +230,6 @@ class InputRecord(NamedTuple):
     timestamp: int | None = None
     partition: int = 0
     offset: int | None = None
-
-    def to_wire(self) -> list[Any]:
-        return list(self)
-
-    @classmethod
-    def from_wire(cls, data: list[Any]) -> InputRecord:
-        return cls(*data)
 
 
 _tuple_new: Final = tuple.__new__  # Final: kept in a C variable when compiled
@@ -74,28 +266,18 @@ class KeyRecord:
     memory: dict[str, Any] | None = None
     last_offset: int = -1
 
-    def to_bytes(self) -> bytes:
-        return dumps(
-            [
-                self.seq,
-                self.current.to_wire() if self.current else None,
-                [p.to_wire() for p in self.pending],
-                self.memory,
-                self.last_offset,
-            ],
-            what="key record",
-        )
 
-    @classmethod
-    def from_bytes(cls, data: bytes) -> KeyRecord:
-        seq, current, pending, memory, last_offset = loads(data)
-        return cls(
-            seq=seq,
-            current=InputRecord.from_wire(current) if current else None,
-            pending=[InputRecord.from_wire(p) for p in pending],
-            memory=memory,
-            last_offset=last_offset,
-        )
+def _same(fields: list[Any]) -> list[Any]:
+    return fields
+
+
+register_record(InputRecord, what="input record", build=new_input_record)
+register_record(
+    KeyRecord,
+    what="key record",
+    fields={"current": one(InputRecord), "pending": many(InputRecord, list)},
+    migrations={0: _same},  # the unversioned layout had the same fields
+)
 
 
 class KeyStateBackend(Protocol):

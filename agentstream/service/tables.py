@@ -15,7 +15,7 @@ import struct
 from collections.abc import Hashable, Iterable, Iterator
 
 from agentstream.runtime.action_state import ActionState
-from agentstream.runtime.records import KeyRecord
+from agentstream.runtime.records import KeyRecord, decode_record, encode_record
 from agentstream.serde import dumps, loads
 from agentstream.state.changelog import ChangelogStore
 
@@ -71,13 +71,15 @@ class ChangelogKeyState:
         if record is not None:
             return record
         raw = self._store.get(self._partitions[key], _KEY + _key_bytes(key))
-        return None if raw is None else KeyRecord.from_bytes(raw)
+        return None if raw is None else decode_record(KeyRecord, raw)
 
     def put(self, key: Hashable, record: KeyRecord) -> None:
         # Deferred: a busy key's record changes with every input it accepts or finishes;
         # only the state at flush time is encoded (a hot key's long pending queue would
         # otherwise be re-encoded on every arrival).
-        self._store.put_deferred(self._partitions[key], _KEY + _key_bytes(key), record.to_bytes)
+        self._store.put_deferred(
+            self._partitions[key], _KEY + _key_bytes(key), lambda: encode_record(record)
+        )
         if record.current is None:
             self._busy.pop(key, None)
         else:
@@ -121,14 +123,14 @@ class ChangelogActionStateStore:
 
     def get(self, key: Hashable, seq: int, action: str, event_id: str) -> ActionState | None:
         raw = self._load(key, seq).get(f"{action}\0{event_id}")
-        return None if raw is None else ActionState.from_bytes(raw)
+        return None if raw is None else decode_record(ActionState, raw)
 
     def has_input(self, key: Hashable, seq: int) -> bool:
         return self._store.get(self._partitions[key], self._slot(key, seq)) is not None
 
     def put(self, key: Hashable, seq: int, action: str, event_id: str, state: ActionState) -> None:
         runs = self._load(key, seq)
-        runs[f"{action}\0{event_id}"] = state.to_bytes()
+        runs[f"{action}\0{event_id}"] = encode_record(state)
         self._store.put(self._partitions[key], self._slot(key, seq), dumps(runs))
 
     def prune(self, key: Hashable, seq: int) -> None:
