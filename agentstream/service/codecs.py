@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-import msgpack
 from pydantic_core import to_jsonable_python
 
+from agentstream import serde
 from agentstream.errors import ConfigurationError, SerializationError
 
 __all__ = ["Codec", "codec_for", "decode_key", "encode_key"]
@@ -38,12 +38,10 @@ class MsgpackCodec:
     name = "msgpack"
 
     def encode(self, value: Any) -> bytes:
-        from agentstream.serde import dumps
-
-        return dumps(value, what="output")
+        return serde.dumps(value, what="output")
 
     def decode(self, data: bytes) -> Any:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+        return serde.loads(data)
 
 
 class RawCodec:
