@@ -26,13 +26,8 @@ Design note::
 - The database only ever holds acked changes, and the meta offset is written in the same
   WriteBatch as the changes, so "database + changelog from meta offset + 1" is always the
   whole state.
-- Recovery (:meth:`ChangelogStore.assign`) reads changelog[p] from meta offset + 1 (from the
-  beginning for a new database) up to its end and applies it in batches; tombstones delete.
-  The end comes from the Fetch response (its last stable offset, which is the high
-  watermark unless transactions are open), not from ListOffsets, which undercounts on the
-  embedded broker. If the meta offset lies beyond the changelog's end, the database belongs
-  to another changelog (e.g. the embedded broker restarted empty): it is discarded and
-  rebuilt.
+- Recovery (:meth:`ChangelogStore.assign`, :mod:`agentstream.state.recovery`) reads
+  changelog[p] from meta offset + 1 up to its end before p is readable.
 - A produce error that aiokafka reports as retriable is retried with backoff; any other
   error fails the store: :meth:`ChangelogStore.flush` raises it (the background flusher
   logs it) and later writes are refused. Nothing is dropped silently.
@@ -44,17 +39,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError, KafkaTimeoutError, OffsetOutOfRangeError
-from rocksdict import Options, Rdict, WriteBatch
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from agentstream.errors import (
     AgentStreamError,
@@ -62,6 +53,9 @@ from agentstream.errors import (
     PartitionNotAssignedError,
     StateStoreError,
 )
+from agentstream.state._partition import PartitionDB, open_partition
+from agentstream.state._pending import PendingWrites, Value, merge
+from agentstream.state.recovery import RecoveryStats, recover
 
 __all__ = [
     "ChangelogStore",
@@ -72,93 +66,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_META_CF = "agentstream-meta"
-_APPLIED_OFFSET = b"changelog-offset"
-# Small but never 0 (a 0 ms fetch returns nothing on the embedded broker). A real Kafka
-# answers as soon as data is there, so this only bounds the wait at the changelog's end.
-_RECOVERY_FETCH_MAX_WAIT_MS = 20
 _RETRY_BACKOFF_S = (0.05, 2.0)  # first and largest delay between flush attempts
-_RECOVERY_STALL_WARNING_S = 10.0
-
-
-@dataclass(frozen=True)
-class RecoveryStats:
-    """What the last recovery of one partition did.
-
-    Attributes:
-        partition: the partition.
-        start_offset: the first changelog offset read.
-        end_offset: the changelog's end recovered up to (exclusive).
-        records: changelog records applied to the local database.
-        reset: the local database was discarded because it was ahead of the changelog.
-        duration_s: wall time of the recovery.
-    """
-
-    partition: int
-    start_offset: int
-    end_offset: int
-    records: int
-    reset: bool
-    duration_s: float
-
-
-def _options() -> Options:
-    options = Options(raw_mode=True)
-    options.create_if_missing(True)
-    options.create_missing_column_families(True)
-    # One database per partition: RocksDB's 64 MiB memtables per database add up to most
-    # of a worker's memory. 16 MiB x 2 keeps writes batched and memory per partition small.
-    options.set_write_buffer_size(16 * 1024 * 1024)
-    options.set_max_write_buffer_number(2)
-    return options
-
-
-class _PartitionDB:
-    """One partition's RocksDB database and its applied changelog offset."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        try:
-            self.db = Rdict(str(path), _options(), column_families={_META_CF: _options()})
-        except Exception as exc:
-            raise StateStoreError(
-                f"cannot open the state database {path}: {exc} (is another store or an "
-                "unfinished scan() still holding it?)"
-            ) from exc
-        self._meta = self.db.get_column_family(_META_CF)
-        self._meta_handle = self.db.get_column_family_handle(_META_CF)
-        raw = self._meta.get(_APPLIED_OFFSET)
-        # The last changelog offset applied; None for a new database.
-        self.offset: int | None = None if raw is None else int.from_bytes(raw, "big")
-
-    def is_empty(self) -> bool:
-        return next(iter(self.db.keys()), None) is None
-
-    def write(self, changes: Iterable[tuple[bytes, bytes | None]], offset: int) -> None:
-        """Apply changes and record ``offset`` as applied, atomically."""
-        batch = WriteBatch(raw_mode=True)
-        for key, value in changes:
-            if value is None:
-                batch.delete(key)
-            else:
-                batch.put(key, value)
-        batch.put(_APPLIED_OFFSET, offset.to_bytes(8, "big"), self._meta_handle)
-        self.db.write(batch)
-        self.offset = offset
-
-    def close(self) -> None:
-        # Every handle keeps RocksDB (and its LOCK file) alive: drop them all.
-        self._meta.close()
-        del self._meta_handle
-        self.db.close()
-
-    def destroy(self) -> None:
-        self.close()
-        Rdict.destroy(str(self.path), _options())
-
-
-# key -> (version, value, tombstone (None) or a deferred encoder of the value)
-_Pending = dict[bytes, tuple[int, "bytes | Callable[[], bytes] | None"]]
 
 
 class ChangelogStore:
@@ -200,11 +108,9 @@ class ChangelogStore:
         self._producer = producer
         self._owns_producer = producer is None
         self._flush_interval_s = flush_interval_s
-        self._dbs: dict[int, _PartitionDB] = {}  # open databases
+        self._dbs: dict[int, PartitionDB] = {}  # open databases
         self._ready: set[int] = set()  # recovered, readable and writable
-        self._pending: dict[int, _Pending] = {}
-        self._versions = itertools.count(1)
-        self._last_version = 0  # version of the latest write
+        self._pending = PendingWrites()
         self._durable_version = 0  # every write up to this version is flushed
         self._flush_task: asyncio.Task[None] | None = None
         self._recoveries: dict[int, RecoveryStats] = {}
@@ -262,7 +168,7 @@ class ChangelogStore:
             if self._failure is None:
                 await self.flush()
         finally:
-            lost = sum(len(pending) for pending in self._pending.values())
+            lost = len(self._pending)
             if lost:
                 logger.error(
                     "changelog %s: store stopped with %d unpersisted writes after: %s",
@@ -298,8 +204,17 @@ class ChangelogStore:
                     if partition < 0:
                         raise ValueError(f"partition must be >= 0, not {partition}")
                     if partition not in self._dbs:
-                        self._dbs[partition] = self._open(partition)
-                await self._recover(new)
+                        path = self._data_dir / f"partition-{partition}"
+                        self._dbs[partition] = open_partition(path)
+                self._recoveries.update(
+                    await recover(
+                        new,
+                        self._dbs,
+                        topic=self._topic,
+                        bootstrap=self._bootstrap,
+                        client_kwargs=self._client_kwargs,
+                    )
+                )
             except BaseException:
                 for partition in new:
                     db = self._dbs.pop(partition, None)
@@ -321,12 +236,12 @@ class ChangelogStore:
             finally:
                 for partition in gone:
                     self._dbs.pop(partition).close()
-                    if lost := self._pending.pop(partition, None):
+                    if lost := self._pending.drop(partition):
                         logger.error(
                             "changelog %s[%d]: revoked with %d unpersisted writes after: %s",
                             self._topic,
                             partition,
-                            len(lost),
+                            lost,
                             self._failure,
                         )
 
@@ -338,152 +253,14 @@ class ChangelogStore:
         """What the last :meth:`assign` of ``partition`` read from the changelog."""
         return self._recoveries.get(partition)
 
-    def _open(self, partition: int) -> _PartitionDB:
-        db = _PartitionDB(self._data_dir / f"partition-{partition}")
-        if db.offset is None and not db.is_empty():
-            # Data without an applied offset was not written by this store: rebuild.
-            logger.warning("%s has data but no changelog offset; rebuilding it", db.path)
-            db.destroy()
-            db = _PartitionDB(db.path)
-        return db
-
-    def _reset(self, partition: int, highwater: int | None) -> None:
-        db = self._dbs.pop(partition)
-        logger.warning(
-            "%s was applied up to offset %s of changelog %s[%d], which is outside the log "
-            "(high watermark %s): the local state is not from this changelog (was the broker "
-            "reset?); discarding it and rebuilding it from the changelog",
-            db.path,
-            db.offset,
-            self._topic,
-            partition,
-            "unknown" if highwater is None else highwater,
-        )
-        db.destroy()
-        self._dbs[partition] = _PartitionDB(db.path)
-
-    async def _recover(self, partitions: Sequence[int]) -> None:
-        # A consumer per recovery, stopped with its assignment in place: aiokafka 0.14's
-        # fetcher can swallow its own cancellation (and stop() then hangs forever) when a
-        # consumer is stopped just after unsubscribe() or a change of assignment.
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            **{
-                **self._client_kwargs,
-                "group_id": None,
-                "enable_auto_commit": False,
-                # An offset outside the log raises (we then rebuild from the changelog)
-                # instead of silently jumping to the beginning or the end.
-                "auto_offset_reset": "none",
-                # Skips aborted transactional writes; the same as read_uncommitted for a
-                # changelog written without transactions.
-                "isolation_level": "read_committed",
-                "fetch_max_wait_ms": _RECOVERY_FETCH_MAX_WAIT_MS,
-            },
-        )
-        tps = {p: TopicPartition(self._topic, p) for p in partitions}
-        started = time.monotonic()
-        try:
-            await consumer.start()
-            consumer.assign(list(tps.values()))
-            start: dict[int, int] = {}
-            applied = dict.fromkeys(partitions, 0)
-            reset: set[int] = set()
-
-            async def seek(partition: int) -> None:
-                tp, offset = tps[partition], self._dbs[partition].offset
-                if offset is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, offset + 1)
-                start[partition] = await consumer.position(tp)
-
-            def rebuild(partition: int, highwater: int | None) -> None:
-                self._reset(partition, highwater)
-                reset.add(partition)
-                applied[partition] = 0
-
-            for partition in partitions:
-                await seek(partition)
-            remaining = dict(tps)
-            warn_at = started + _RECOVERY_STALL_WARNING_S
-            while remaining:
-                try:
-                    fetched = await consumer.getmany(
-                        *remaining.values(), timeout_ms=_RECOVERY_FETCH_MAX_WAIT_MS
-                    )
-                except OffsetOutOfRangeError as exc:  # a real Kafka: offset outside the log
-                    for tp in exc.args[0]:
-                        rebuild(tp.partition, None)
-                        await seek(tp.partition)
-                    continue
-                for tp, records in fetched.items():
-                    changes = [(r.key, r.value) for r in records if r.key is not None]
-                    self._dbs[tp.partition].write(changes, records[-1].offset)
-                    applied[tp.partition] += len(changes)
-                # The end comes from the last Fetch response: its high watermark and last
-                # stable offset (equal without transactions). aiokafka records them from
-                # every successful response, also an empty one, so an empty changelog
-                # ends here too; they are None until the first response.
-                for partition, tp in list(remaining.items()):
-                    highwater = consumer.highwater(tp)
-                    if highwater is None:
-                        continue
-                    end = consumer.last_stable_offset(tp)
-                    end = highwater if end is None else end
-                    position = await consumer.position(tp)
-                    if position > highwater:  # the embedded broker: offset beyond the log
-                        rebuild(partition, highwater)
-                        await seek(partition)
-                    elif position >= end:
-                        del remaining[partition]
-                        consumer.pause(tp)
-                        self._recoveries[partition] = RecoveryStats(
-                            partition=partition,
-                            start_offset=start[partition],
-                            end_offset=end,
-                            records=applied[partition],
-                            reset=partition in reset,
-                            duration_s=time.monotonic() - started,
-                        )
-                        logger.info("changelog %s: %s", self._topic, self._recoveries[partition])
-                if remaining and time.monotonic() > warn_at:
-                    warn_at += _RECOVERY_STALL_WARNING_S
-                    logger.warning(
-                        "changelog %s: recovery of partitions %s still waiting for the "
-                        "broker after %.0f s (does the topic exist with enough partitions?)",
-                        self._topic,
-                        sorted(remaining),
-                        time.monotonic() - started,
-                    )
-        except KafkaError as exc:
-            raise BrokerError(
-                f"recovering partitions {list(partitions)} of changelog {self._topic!r} "
-                f"failed: {exc!r}"
-            ) from exc
-        finally:
-            await consumer.stop()
-
     # -- reads and writes --------------------------------------------------------------
 
     def get(self, partition: int, key: bytes) -> bytes | None:
         """The value of ``key``, including writes not yet flushed; None if absent."""
         db = self._readable(partition)
-        pending = self._pending.get(partition)
-        entry = pending.get(key) if pending else None
-        if entry is not None:
-            return self._resolve(pending, key, entry)  # type: ignore[arg-type]
-        value: bytes | None = db.db.get(key)
-        return value
-
-    @staticmethod
-    def _resolve(
-        pending: _Pending, key: bytes, entry: tuple[int, bytes | Callable[[], bytes] | None]
-    ) -> bytes | None:
-        version, value = entry
-        if callable(value):
-            value = value()
-            pending[key] = (version, value)
+        found, value = self._pending.lookup(partition, key)
+        if not found:
+            value = db.db.get(key)
         return value
 
     def put_deferred(self, partition: int, key: bytes, encode: Callable[[], bytes]) -> None:
@@ -511,32 +288,24 @@ class ChangelogStore:
         partition is revoked: it keeps the database open.
         """
         db = self._readable(partition)
-        entries = self._pending.get(partition, {})
-        pending = sorted(
-            (key, self._resolve(entries, key, entry))
-            for key, entry in list(entries.items())
-            if key.startswith(prefix)
-        )
-        return _merge(db.db.items(from_key=prefix), prefix, pending)
+        pending = self._pending.items_from(partition, prefix)
+        return merge(db.db.items(from_key=prefix), prefix, pending)
 
     def count(self, partition: int, prefix: bytes = b"") -> int:
         """The number of keys starting with ``prefix``."""
         return sum(1 for _ in self.scan(partition, prefix))
 
-    def _readable(self, partition: int) -> _PartitionDB:
+    def _readable(self, partition: int) -> PartitionDB:
         if partition not in self._ready:
             raise PartitionNotAssignedError(partition, self._topic)
         return self._dbs[partition]
 
-    def _write(self, partition: int, key: bytes, value: bytes | Callable[[], bytes] | None) -> None:
+    def _write(self, partition: int, key: bytes, value: Value) -> None:
         if not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
         self._raise_if_failed()
         self._readable(partition)
-        pending = self._pending.setdefault(partition, {})
-        pending.pop(key, None)  # a re-put moves the key to the end
-        self._last_version = version = next(self._versions)
-        pending[key] = (version, value)
+        self._pending.write(partition, key, value)
         self._dirty.set()
 
     # -- flushing ----------------------------------------------------------------------
@@ -555,7 +324,7 @@ class ChangelogStore:
             BrokerError: a non-retriable produce error; the store is failed from then on.
             StateStoreError: RocksDB failed; the store is failed from then on.
         """
-        target = self._last_version
+        target = self._pending.last_version
         while self._durable_version < target:
             self._raise_if_failed()
             if self._flush_task is None or self._flush_task.done():
@@ -565,7 +334,7 @@ class ChangelogStore:
     async def _flush_round(self) -> None:
         """One flush of everything pending, retrying transient errors."""
         async with self._flush_lock:
-            covered = self._last_version
+            covered = self._pending.last_version
             delay = _RETRY_BACKOFF_S[0]
             while True:
                 self._raise_if_failed()
@@ -589,18 +358,8 @@ class ChangelogStore:
                 delay = min(delay * 2, _RETRY_BACKOFF_S[1])
 
     async def _flush_pending(self) -> None:
-        # Snapshot: (partition, [(key, version, value)]) in each key's last-write order.
-        batches = [
-            (
-                partition,
-                [
-                    (key, entry[0], self._resolve(pending, key, entry))
-                    for key, entry in list(pending.items())
-                ],
-            )
-            for partition, pending in self._pending.items()
-            if pending
-        ]
+        # (partition, [(key, version, value)]) in each key's last-write order.
+        batches = self._pending.snapshot()
         if not batches:
             return
         producer = self._producer
@@ -634,11 +393,7 @@ class ChangelogStore:
                 raise StateStoreError(
                     f"applying changelog {self._topic}[{partition}] to RocksDB failed: {exc}"
                 ) from exc
-            pending = self._pending[partition]
-            for key, version, _ in entries:
-                entry = pending.get(key)
-                if entry is not None and entry[0] == version:
-                    del pending[key]
+            self._pending.settle(partition, entries)
         if error is not None:
             raise error
 
@@ -680,30 +435,3 @@ def _is_retriable(exc: BaseException) -> bool:
     return isinstance(exc, KafkaTimeoutError) or (
         isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
     )
-
-
-def _merge(
-    stored: Iterable[Any],
-    prefix: bytes,
-    pending: list[tuple[bytes, bytes | None]],
-) -> Iterator[tuple[bytes, bytes]]:
-    """Merge the database's items from ``prefix`` on with the sorted pending entries."""
-    i = 0
-    for key, value in stored:
-        if not key.startswith(prefix):
-            break
-        while i < len(pending) and pending[i][0] < key:
-            pending_key, pending_value = pending[i]
-            i += 1
-            if pending_value is not None:
-                yield pending_key, pending_value
-        if i < len(pending) and pending[i][0] == key:
-            pending_value = pending[i][1]
-            i += 1
-            if pending_value is not None:
-                yield key, pending_value
-            continue
-        yield key, value
-    for pending_key, pending_value in pending[i:]:
-        if pending_value is not None:
-            yield pending_key, pending_value

@@ -1,0 +1,86 @@
+"""One partition's RocksDB database: the changes applied from its changelog, and in the
+same WriteBatch the changelog offset they were applied up to (so "database + changelog from
+that offset + 1" is always the partition's whole state)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from rocksdict import Options, Rdict, WriteBatch
+
+from agentstream.errors import StateStoreError
+
+__all__ = ["PartitionDB", "open_partition"]
+
+logger = logging.getLogger(__name__)
+
+_META_CF = "agentstream-meta"
+_APPLIED_OFFSET = b"changelog-offset"
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    # One database per partition: RocksDB's 64 MiB memtables per database add up to most
+    # of a worker's memory. 16 MiB x 2 keeps writes batched and memory per partition small.
+    options.set_write_buffer_size(16 * 1024 * 1024)
+    options.set_max_write_buffer_number(2)
+    return options
+
+
+class PartitionDB:
+    """One partition's RocksDB database and its applied changelog offset."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.db = Rdict(str(path), _options(), column_families={_META_CF: _options()})
+        except Exception as exc:
+            raise StateStoreError(
+                f"cannot open the state database {path}: {exc} (is another store or an "
+                "unfinished scan() still holding it?)"
+            ) from exc
+        self._meta = self.db.get_column_family(_META_CF)
+        self._meta_handle = self.db.get_column_family_handle(_META_CF)
+        raw = self._meta.get(_APPLIED_OFFSET)
+        # The last changelog offset applied; None for a new database.
+        self.offset: int | None = None if raw is None else int.from_bytes(raw, "big")
+
+    def is_empty(self) -> bool:
+        return next(iter(self.db.keys()), None) is None
+
+    def write(self, changes: Iterable[tuple[bytes, bytes | None]], offset: int) -> None:
+        """Apply changes and record ``offset`` as applied, atomically."""
+        batch = WriteBatch(raw_mode=True)
+        for key, value in changes:
+            if value is None:
+                batch.delete(key)
+            else:
+                batch.put(key, value)
+        batch.put(_APPLIED_OFFSET, offset.to_bytes(8, "big"), self._meta_handle)
+        self.db.write(batch)
+        self.offset = offset
+
+    def close(self) -> None:
+        # Every handle keeps RocksDB (and its LOCK file) alive: drop them all.
+        self._meta.close()
+        del self._meta_handle
+        self.db.close()
+
+    def destroy(self) -> None:
+        self.close()
+        Rdict.destroy(str(self.path), _options())
+
+
+def open_partition(path: Path) -> PartitionDB:
+    """Open (or create) the database at ``path``; one holding data without an applied
+    changelog offset was not written by a store, and is rebuilt empty."""
+    db = PartitionDB(path)
+    if db.offset is None and not db.is_empty():
+        logger.warning("%s has data but no changelog offset; rebuilding it", db.path)
+        db.destroy()
+        db = PartitionDB(db.path)
+    return db

@@ -1,0 +1,121 @@
+"""The store's writes not yet acked by the changelog, and reads merged with them.
+
+Per partition, ``key -> (version, value)``: the last write of a key wins and moves the key
+to the end (changelog records are produced in that order); ``value`` is bytes, None (a
+tombstone) or a deferred encoder called when the value is first needed. A flush takes a
+snapshot, and once it is acked and applied drops the entries whose version did not change
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+__all__ = ["PendingWrites", "Value", "merge"]
+
+# bytes, a tombstone (None), or a deferred encoder of the value
+Value = bytes | Callable[[], bytes] | None
+Entry = tuple[bytes, int, bytes | None]  # (key, version, value) of a snapshot
+
+
+class PendingWrites:
+    """Writes buffered until the changelog acks them."""
+
+    def __init__(self) -> None:
+        self._partitions: dict[int, dict[bytes, tuple[int, Value]]] = {}
+        self._versions = itertools.count(1)
+        self.last_version = 0  # version of the latest write
+
+    def write(self, partition: int, key: bytes, value: Value) -> None:
+        pending = self._partitions.setdefault(partition, {})
+        pending.pop(key, None)  # a re-put moves the key to the end
+        self.last_version = version = next(self._versions)
+        pending[key] = (version, value)
+
+    def lookup(self, partition: int, key: bytes) -> tuple[bool, bytes | None]:
+        """(whether ``key`` has a pending write, its value: None for a tombstone)."""
+        pending = self._partitions.get(partition)
+        entry = pending.get(key) if pending else None
+        if entry is None:
+            return False, None
+        return True, _resolve(pending, key, entry)  # type: ignore[arg-type]
+
+    def items_from(self, partition: int, prefix: bytes) -> list[tuple[bytes, bytes | None]]:
+        """The pending (key, value) pairs whose key starts with ``prefix``, sorted."""
+        pending = self._partitions.get(partition, {})
+        return sorted(
+            (key, _resolve(pending, key, entry))
+            for key, entry in list(pending.items())
+            if key.startswith(prefix)
+        )
+
+    def snapshot(self) -> list[tuple[int, list[Entry]]]:
+        """Every partition's pending entries, each key's last write, in write order."""
+        return [
+            (
+                partition,
+                [
+                    (key, entry[0], _resolve(pending, key, entry))
+                    for key, entry in list(pending.items())
+                ],
+            )
+            for partition, pending in self._partitions.items()
+            if pending
+        ]
+
+    def settle(self, partition: int, entries: Iterable[Entry]) -> None:
+        """Drop ``entries`` (acked and applied) unless their key was written again since."""
+        pending = self._partitions[partition]
+        for key, version, _ in entries:
+            entry = pending.get(key)
+            if entry is not None and entry[0] == version:
+                del pending[key]
+
+    def drop(self, partition: int) -> int:
+        """Forget ``partition``'s pending writes; returns how many there were."""
+        return len(self._partitions.pop(partition, {}))
+
+    def clear(self) -> None:
+        self._partitions.clear()
+
+    def __len__(self) -> int:
+        return sum(len(pending) for pending in self._partitions.values())
+
+
+def _resolve(
+    pending: dict[bytes, tuple[int, Value]], key: bytes, entry: tuple[int, Value]
+) -> bytes | None:
+    version, value = entry
+    if callable(value):
+        value = value()
+        pending[key] = (version, value)
+    return value
+
+
+def merge(
+    stored: Iterable[Any],
+    prefix: bytes,
+    pending: list[tuple[bytes, bytes | None]],
+) -> Iterator[tuple[bytes, bytes]]:
+    """Merge the database's items from ``prefix`` on with the sorted pending entries."""
+    i = 0
+    for key, value in stored:
+        if not key.startswith(prefix):
+            break
+        while i < len(pending) and pending[i][0] < key:
+            pending_key, pending_value = pending[i]
+            i += 1
+            if pending_value is not None:
+                yield pending_key, pending_value
+        if i < len(pending) and pending[i][0] == key:
+            pending_value = pending[i][1]
+            i += 1
+            if pending_value is not None:
+                yield key, pending_value
+            continue
+        yield key, value
+    for pending_key, pending_value in pending[i:]:
+        if pending_value is not None:
+            yield pending_key, pending_value
