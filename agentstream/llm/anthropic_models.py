@@ -63,7 +63,7 @@ class AnthropicChatModel(ChatModel):
     """A chat model behind Anthropic's Messages API.
 
     Args:
-        model: the model's name, e.g. ``claude-sonnet-4-5``.
+        model: the model's name, e.g. ``claude-opus-4-5``.
         base_url: the API's URL (default: ``ANTHROPIC_BASE_URL``, else Anthropic's).
         api_key: the API key (default: ``ANTHROPIC_API_KEY``); never shown in reprs or logs.
         max_tokens: the answer's token limit (the API requires one).
@@ -86,7 +86,7 @@ class AnthropicChatModel(ChatModel):
         **options: Any,
     ):
         if not model:
-            raise ConfigurationError("give the model's name, e.g. model='claude-sonnet-4-5'")
+            raise ConfigurationError("give the model's name, e.g. model='claude-opus-4-5'")
         self.model = model
         self.base_url = base_url or os.environ.get("ANTHROPIC_BASE_URL")
         self._api_key = api_key or os.environ.get("ANTHROPIC_API_KEY")
