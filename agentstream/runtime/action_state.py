@@ -118,7 +118,8 @@ class ActionStateStore(Protocol):
         """Record (or overwrite) a run's state."""
 
     def prune(self, key: Hashable, seq: int) -> None:
-        """Drop every record of ``key`` with a sequence number <= ``seq``."""
+        """Drop the records of ``key``'s input ``seq``. A backend may drop older inputs'
+        records too; none need it, since the operator prunes every finished input in order."""
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

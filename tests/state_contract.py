@@ -1,0 +1,195 @@
+"""The contract of the state backends: one suite, run over every backend.
+
+The runtime's ports, :class:`~agentstream.runtime.records.KeyStateBackend` and
+:class:`~agentstream.runtime.action_state.ActionStateStore`, promise the same behaviour
+whatever keeps the state. These tests say what that behaviour is; each tier runs them over
+its backends by providing a ``backend`` fixture (a :class:`Backend`):
+
+- tests/unit/test_state_contract.py: the in-memory backends (objects, and bytes);
+- tests/integration/test_state_contract.py: the changelog backend (RocksDB + the changelog
+  topic on the broker), where ``reopen`` is a new worker on a new machine: the local
+  databases are gone and everything is recovered from the changelog.
+
+No Kafka client is imported here: the unit tier uses this module too.
+
+Keys are slots, ``(partition, record key)``, as the worker addresses them; the in-memory
+backends take any hashable key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any, Protocol
+
+from agentstream.runtime.action_state import ActionState, ActionStateStore, CallRecord
+from agentstream.runtime.records import InputRecord, KeyRecord, KeyStateBackend
+
+__all__ = [
+    "Backend",
+    "test_a_key_record_round_trips_with_every_field",
+    "test_a_new_record_replaces_the_old_one",
+    "test_action_state_round_trips_with_every_field",
+    "test_every_key_with_a_record_is_listed",
+    "test_pruning_drops_the_input_and_nothing_else",
+    "test_pruning_inputs_in_order_leaves_none_behind",
+    "test_pruning_what_is_not_there_is_harmless",
+    "test_runs_are_kept_apart_by_key_seq_action_and_event",
+    "test_unknown_keys_and_runs_have_no_record",
+    "test_writing_a_run_again_replaces_it",
+]
+
+
+class Backend(Protocol):
+    """One state backend under test."""
+
+    name: str
+    key_state: KeyStateBackend
+    action_states: ActionStateStore
+
+    async def reopen(self) -> None:
+        """What a restart does: afterwards ``key_state`` and ``action_states`` are the
+        state as another process would find it."""
+
+
+A: Hashable = (0, "a")
+B: Hashable = (1, "b")
+C: Hashable = (1, 42)
+D: Hashable = (0, b"\x00bytes")
+
+
+def _input(key: Any, value: Any, n: int) -> InputRecord:
+    return InputRecord(key, value, f"in/{n}", 1_700_000_000_000 + n, partition=1, offset=n)
+
+
+def _state(n: int, *, completed: bool = True) -> ActionState:
+    return ActionState(
+        completed=completed,
+        memory_updates=(("set", "short", "count", n), ("obj", "sensory", "notes", None)),
+        sent_events=(b"packed-event-%d" % n, b"\x00\xff"),
+        calls=(
+            CallRecord("tools.search", "d1", "ok", result=b"\x91\xa3hit"),
+            CallRecord(
+                "tools.pay", "d2", "error", error_type="builtins.ValueError", error_message="no"
+            ),
+            CallRecord("tools.ship", "d3", "started"),
+        ),
+    )
+
+
+async def test_unknown_keys_and_runs_have_no_record(backend: Backend) -> None:
+    assert backend.key_state.get(A) is None
+    assert backend.action_states.get(A, 1, "act", "e1") is None
+    assert not backend.action_states.has_input(A, 1)
+    assert list(backend.key_state.keys()) == []
+
+
+async def test_a_key_record_round_trips_with_every_field(backend: Backend) -> None:
+    """Scenario: a key is busy (an input in flight, two pending, memory) when the worker
+    restarts. We expect: its record comes back field for field."""
+    record = KeyRecord(
+        seq=7,
+        current=_input("a", {"text": "hi", "n": [1, 2.5, None, True]}, 7),
+        pending=[_input("a", "second", 8), _input("a", b"\x00raw", 9)],
+        memory={"count": 3, "nested": {"list": [1, "x"], "bytes": b"\x01"}},
+        last_offset=9,
+    )
+    idle = KeyRecord(seq=2, memory={"done": True}, last_offset=4)
+    backend.key_state.put(A, record)
+    backend.key_state.put(B, idle)
+    await backend.reopen()
+    assert backend.key_state.get(A) == record
+    assert backend.key_state.get(B) == idle
+
+
+async def test_a_new_record_replaces_the_old_one(backend: Backend) -> None:
+    backend.key_state.put(A, KeyRecord(seq=1, current=_input("a", 1, 1)))
+    backend.key_state.put(A, KeyRecord(seq=1, last_offset=1))
+    assert backend.key_state.get(A) == KeyRecord(seq=1, last_offset=1)
+    await backend.reopen()
+    assert backend.key_state.get(A) == KeyRecord(seq=1, last_offset=1)
+
+
+async def test_every_key_with_a_record_is_listed(backend: Backend) -> None:
+    for n, key in enumerate((A, B, C, D)):
+        backend.key_state.put(key, KeyRecord(seq=n))
+    assert sorted(map(repr, backend.key_state.keys())) == sorted(map(repr, (A, B, C, D)))
+    await backend.reopen()
+    assert sorted(map(repr, backend.key_state.keys())) == sorted(map(repr, (A, B, C, D)))
+    assert [backend.key_state.get(k) for k in (A, B, C, D)] == [KeyRecord(seq=n) for n in range(4)]
+
+
+async def test_action_state_round_trips_with_every_field(backend: Backend) -> None:
+    """Scenario: an action completed (memory updates, sent events, durable calls ended
+    every way) and another was cut off after a durable call, then the worker restarts.
+    We expect: both records come back as they were written."""
+    backend.action_states.put(A, 3, "plan", "e1", _state(1))
+    backend.action_states.put(A, 3, "act", "e2", _state(2, completed=False))
+    await backend.reopen()
+    assert backend.action_states.get(A, 3, "plan", "e1") == _state(1)
+    assert backend.action_states.get(A, 3, "act", "e2") == _state(2, completed=False)
+    assert backend.action_states.has_input(A, 3)
+
+
+async def test_runs_are_kept_apart_by_key_seq_action_and_event(backend: Backend) -> None:
+    states = backend.action_states
+    runs = [
+        (A, 1, "plan", "e1"),
+        (A, 1, "plan", "e2"),
+        (A, 1, "act", "e1"),
+        (A, 2, "plan", "e1"),
+        (B, 1, "plan", "e1"),
+    ]
+    for n, run in enumerate(runs):
+        states.put(*run, _state(n))
+    await backend.reopen()
+    states = backend.action_states
+    assert [states.get(*run) for run in runs] == [_state(n) for n in range(len(runs))]
+    assert states.get(C, 1, "plan", "e1") is None
+    assert not states.has_input(A, 3)
+
+
+async def test_writing_a_run_again_replaces_it(backend: Backend) -> None:
+    """An action's state is written when a durable call ends and again when it completes:
+    the last write is the record."""
+    backend.action_states.put(A, 1, "act", "e1", ActionState(False, calls=_state(0).calls[:1]))
+    backend.action_states.put(A, 1, "act", "e1", _state(1))
+    assert backend.action_states.get(A, 1, "act", "e1") == _state(1)
+    await backend.reopen()
+    assert backend.action_states.get(A, 1, "act", "e1") == _state(1)
+
+
+async def test_pruning_drops_the_input_and_nothing_else(backend: Backend) -> None:
+    """Scenario: a key's input 1 is committed while its input 2 is in flight.
+    We expect: pruning input 1 drops all its runs; input 2 and other keys keep theirs,
+    also after a restart."""
+    states = backend.action_states
+    states.put(A, 1, "plan", "e1", _state(1))
+    states.put(A, 1, "act", "e2", _state(2))
+    states.put(A, 2, "plan", "e3", _state(3))
+    states.put(B, 1, "plan", "e1", _state(4))
+    states.prune(A, 1)
+    await backend.reopen()
+    states = backend.action_states
+    assert not states.has_input(A, 1)
+    assert states.get(A, 1, "plan", "e1") is None and states.get(A, 1, "act", "e2") is None
+    assert states.get(A, 2, "plan", "e3") == _state(3)
+    assert states.get(B, 1, "plan", "e1") == _state(4)
+
+
+async def test_pruning_inputs_in_order_leaves_none_behind(backend: Backend) -> None:
+    """The operator prunes each finished input, in order."""
+    states = backend.action_states
+    for seq in range(1, 6):
+        states.put(A, seq, "plan", f"e{seq}", _state(seq))
+    for seq in range(1, 6):
+        states.prune(A, seq)
+    await backend.reopen()
+    assert not any(backend.action_states.has_input(A, seq) for seq in range(1, 6))
+
+
+async def test_pruning_what_is_not_there_is_harmless(backend: Backend) -> None:
+    backend.action_states.put(B, 1, "plan", "e1", _state(1))
+    backend.action_states.prune(A, 1)
+    await backend.reopen()
+    assert backend.action_states.get(B, 1, "plan", "e1") == _state(1)
+    assert not backend.action_states.has_input(A, 1)
