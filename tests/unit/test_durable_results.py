@@ -224,7 +224,7 @@ def test_an_unrecordable_result_fails_at_the_call_naming_the_function(
 
     with pytest.raises(ActionExecutionError) as caught:
         LocalRunner(calls_agent(unrecordable, {"on": False})).run([("k", "q")])
-    error = caught.value.__cause__
+    error = caught.value.cause
     assert isinstance(error, SerializationError)
     message = str(error)
     assert fn_id(unrecordable) in message
@@ -238,8 +238,8 @@ def test_a_result_that_does_not_match_the_declared_type_fails_at_the_call() -> N
 
     with pytest.raises(ActionExecutionError) as caught:
         LocalRunner(calls_agent(wrong, {"on": False})).run([("k", "q")])
-    assert isinstance(caught.value.__cause__, SerializationError)
-    assert fn_id(wrong) in str(caught.value.__cause__)
+    assert isinstance(caught.value.cause, SerializationError)
+    assert fn_id(wrong) in str(caught.value.cause)
 
 
 def test_a_local_class_without_return_type_fails_at_the_call() -> None:
@@ -251,7 +251,7 @@ def test_a_local_class_without_return_type_fails_at_the_call() -> None:
 
     with pytest.raises(ActionExecutionError) as caught:
         LocalRunner(calls_agent(local, {"on": False})).run([("k", "q")])
-    assert "cannot be found by name" in str(caught.value.__cause__)
+    assert "cannot be found by name" in str(caught.value.cause)
 
 
 def test_a_class_named_by_a_record_is_never_imported(tmp_path: Path) -> None:
