@@ -19,10 +19,13 @@ COMPILED = [
     "agentstream/observability/histogram.py",
     "agentstream/runtime/action_state.py",
     "agentstream/runtime/context.py",
+    "agentstream/runtime/counts.py",
+    "agentstream/runtime/keyrun.py",
     "agentstream/runtime/memory.py",
     "agentstream/runtime/operator.py",
     "agentstream/runtime/eventtime.py",
     "agentstream/runtime/records.py",
+    "agentstream/runtime/step.py",
     "agentstream/serde.py",
     "agentstream/testing/__init__.py",
 ]

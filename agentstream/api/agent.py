@@ -39,6 +39,7 @@ class Action:
     events: tuple[type[Event], ...]
     fn: ActionFn
     config: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float | None = None  # seconds; None: the action_timeout_s setting
 
     @property
     def is_async(self) -> bool:
@@ -48,10 +49,17 @@ class Action:
 class _ActionSpec:
     """What ``@action`` leaves in a class body; collected by :class:`Agent`."""
 
-    def __init__(self, fn: ActionFn, events: tuple[type[Event], ...], config: Mapping[str, Any]):
+    def __init__(
+        self,
+        fn: ActionFn,
+        events: tuple[type[Event], ...],
+        config: Mapping[str, Any],
+        timeout: float | None = None,
+    ):
         self.fn = fn
         self.events = events
         self.config = dict(config)
+        self.timeout = timeout
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -87,19 +95,25 @@ def _check_fn(fn: Any, where: str) -> None:
 
 
 def action(
-    *events: type[Event], config: Mapping[str, Any] | None = None
+    *events: type[Event], config: Mapping[str, Any] | None = None, timeout: float | None = None
 ) -> Callable[[ActionFn], Any]:
     """Declare a function in an :class:`Agent` subclass as an action triggered by ``events``.
 
     Args:
         *events: the event types that trigger the action.
         config: the action's configuration, available as ``ctx.action_config``.
+        timeout: seconds the action may take once it first waits (None: the
+            ``action_timeout_s`` setting, off by default); past it the action fails with
+            :class:`~agentstream.errors.ActionTimeoutError`. A synchronous action that never
+            returns cannot be interrupted: the timeout applies to async actions.
     """
+    if timeout is not None and not timeout > 0:
+        raise ConfigurationError(f"@action(timeout={timeout!r}): give a positive number of seconds")
 
     def decorate(fn: ActionFn) -> Any:
         where = f"@action on {getattr(fn, '__qualname__', fn)!r}"
         _check_fn(fn, where)
-        return _ActionSpec(fn, _check_events(events, where), config or {})
+        return _ActionSpec(fn, _check_events(events, where), config or {}, timeout)
 
     return decorate
 
@@ -135,7 +149,9 @@ class Agent:
             for attr, value in vars(klass).items():
                 if isinstance(value, _ActionSpec) and attr not in seen:
                     seen.add(attr)
-                    self._actions.append(Action(attr, value.events, value.fn, value.config))
+                    self._actions.append(
+                        Action(attr, value.events, value.fn, value.config, value.timeout)
+                    )
                 elif hasattr(value, "__agent_install__") and not isinstance(value, type):
                     # A declaration that registers itself (``@tool`` of agentstream.llm).
                     value.__agent_install__(self, attr)

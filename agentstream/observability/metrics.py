@@ -185,6 +185,32 @@ class RuntimeMetrics:
         self.outputs_emitted: _PromCounter = make(
             _PromCounter, "outputs_emitted", "Outputs written to the output topic."
         )
+        self.action_timeouts: _PromCounter = make(
+            _PromCounter,
+            "action_timeouts",
+            "Action runs stopped because they ran past their timeout, by action.",
+            "action",
+        )
+        self.event_limit_exceeded: _PromCounter = make(
+            _PromCounter,
+            "event_limit_exceeded",
+            "Inputs stopped because they made more events than max_events_per_input.",
+        )
+        self.send_failures: _PromCounter = make(
+            _PromCounter,
+            "send_failures",
+            "Sent events (outputs or routed events) that could not be delivered, by action.",
+            "action",
+        )
+        self.keys_on_several_partitions: _PromCounter = make(
+            _PromCounter,
+            "keys_on_several_partitions",
+            "Input records whose key this worker had seen on another partition (each "
+            "partition's records of the key are processed as their own key).",
+        )
+        self.broker_connected: _PromGauge = make(
+            _PromGauge, "broker_connected", "1 while the broker answers, 0 while it does not."
+        )
 
     def on_collect(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` whenever the registry is collected, before any metric is read.

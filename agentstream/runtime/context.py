@@ -86,6 +86,7 @@ class ContextHost(Protocol):
 class Memories(Protocol):
     """The memory stores an action works on (the key's, or a verification copy)."""
 
+    key: Any  # the record's key
     short: MemoryStore
 
     @property
@@ -149,6 +150,12 @@ class RunnerContextImpl(RunnerContext):
 
     @property
     def key(self) -> Any:
+        """The record's key."""
+        return self._memories.key
+
+    @property
+    def slot(self) -> Any:
+        """The key's identity in state (the service scopes it to a partition)."""
         return self._key
 
     @property

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -19,13 +20,25 @@ __all__ = ["ENV_PREFIX", "Settings"]
 ENV_PREFIX = "AGENTSTREAM_"
 
 
-def _setting(default: Any, doc: str, env: str | None = None) -> Any:
-    return field(default=default, metadata={"doc": doc, "env": env})
+def _setting(default: Any, doc: str, env: str | None = None, secret: bool = False) -> Any:
+    return field(default=default, metadata={"doc": doc, "env": env, "secret": secret})
 
 
-@dataclass(frozen=True)
+MASK = "***"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password in its user info masked (``kafka://u:***@host``)."""
+    return re.sub(r"(//[^/@:,]*):[^/@,]*@", rf"\1:{MASK}@", url)
+
+
+@dataclass(frozen=True, repr=False)
 class Settings:
-    """Settings of one agentstream app (environment variable: ``AGENTSTREAM_<NAME>``)."""
+    """Settings of one agentstream app (environment variable: ``AGENTSTREAM_<NAME>``).
+
+    Secrets (``sasl_password``, passwords in broker URLs) are masked in ``repr`` and
+    ``str``, so a settings object can be logged.
+    """
 
     broker: str = _setting("kafka://127.0.0.1:9092", "Broker URL(s), comma separated.")
     partitions: int = _setting(4, "Partitions of the input, internal and changelog topics.")
@@ -61,10 +74,37 @@ class Settings:
     security_protocol: str = _setting("PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.")
     sasl_mechanism: str | None = _setting(None, "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512...")
     sasl_username: str | None = _setting(None, "SASL user name.")
-    sasl_password: str | None = _setting(None, "SASL password.")
+    sasl_password: str | None = _setting(None, "SASL password.", secret=True)
     ssl_cafile: str | None = _setting(None, "CA bundle for TLS.")
     ssl_certfile: str | None = _setting(None, "Client certificate for TLS.")
     ssl_keyfile: str | None = _setting(None, "Client key for TLS.")
+    action_timeout_s: float | None = _setting(
+        None,
+        "Default timeout of an action once it first waits, in seconds (None: none); "
+        "@action(timeout=...) overrides it per action.",
+    )
+    max_events_per_input: int = _setting(
+        1000,
+        "Events an input's actions may send in all before the input fails (stops loops).",
+    )
+    broker_unreachable_grace_s: float = _setting(
+        10.0, "How long the broker may be unreachable before /health answers 503."
+    )
+
+    def __repr__(self) -> str:
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None and f.metadata.get("secret"):
+                shown = repr(MASK)
+            elif f.name == "broker":
+                shown = repr(mask_url(value))
+            else:
+                shown = repr(value)
+            parts.append(f"{f.name}={shown}")
+        return f"Settings({', '.join(parts)})"
+
+    __str__ = __repr__
 
     @classmethod
     def load(cls, overrides: dict[str, Any] | None = None) -> Settings:
@@ -107,6 +147,10 @@ class Settings:
             raise ConfigurationError("processing_guarantee must be at_least_once or exactly_once")
         if self.error_policy not in ("dead_letter", "fail"):
             raise ConfigurationError("error_policy must be dead_letter or fail")
+        if self.action_timeout_s is not None and self.action_timeout_s <= 0:
+            raise ConfigurationError("action_timeout_s must be > 0 (or None: no timeout)")
+        if self.max_events_per_input < 1:
+            raise ConfigurationError("max_events_per_input must be >= 1")
 
     @property
     def bootstrap_servers(self) -> list[str]:
@@ -141,7 +185,7 @@ def _convert(f: dataclasses.Field[Any], value: Any) -> Any:
         if kind.startswith("int"):
             return None if value.lower() in ("", "none") else int(value)
         if kind.startswith("float"):
-            return float(value)
+            return None if value.lower() in ("", "none") else float(value)
         if kind.startswith("bool"):
             return value.strip().lower() in ("1", "true", "yes", "on")
     except ValueError as exc:

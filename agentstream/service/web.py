@@ -1,4 +1,9 @@
-"""The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/health`` (ready), ``/live``."""
+"""The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/health`` (ready), ``/live``.
+
+``/health`` answers 200 ``ready`` once the worker's state is recovered, and 503 while it
+recovers, after it failed, or while the broker has not answered for longer than
+``broker_unreachable_grace_s`` (``{"status": "broker-unreachable", "reason": ...}``).
+"""
 
 from __future__ import annotations
 
@@ -48,6 +53,11 @@ class WebServer:
             return web.json_response({"status": "failed", "error": str(worker.error)}, status=503)
         if not worker.ready.is_set():
             return web.json_response({"status": "recovering"}, status=503)
+        unreachable = worker.broker_unreachable()
+        if unreachable is not None:
+            return web.json_response(
+                {"status": "broker-unreachable", "reason": unreachable}, status=503
+            )
         return web.json_response(
             {"status": "ready", "busy_keys": worker.operator.busy_keys()}, status=200
         )

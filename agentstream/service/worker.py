@@ -15,7 +15,16 @@ Design note::
 Rebalance: on revoke, the runners of the revoked partitions are cancelled, the store is
 flushed and the offsets committed; on assign, the partitions' state is recovered from the
 changelog and every key with an input in flight is resumed (replaying what completed).
-Redelivered input records are recognised by offset per key and dropped.
+Redelivered input records are recognised per (partition, offset) and dropped.
+
+Keys are scoped to their input partition: the operator's state of a key is the
+``(partition, key)`` slot, so a key whose records arrive on two partitions (producers with
+different partitioners, explicit partitions, null keys) is processed per partition, each
+in arrival order, with one warning per key and the ``keys_on_several_partitions`` metric.
+Null keys are processed: each partition's null-key records form one key of that partition.
+
+What the worker writes (outputs, routed events, dead letters) goes through
+:class:`~agentstream.service.output.KafkaOutput`.
 """
 
 from __future__ import annotations
@@ -32,40 +41,32 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
-from agentstream.api.events import Event, OutputEvent
-from agentstream.errors import ActionExecutionError, BrokerError, ConfigurationError
-from agentstream.observability.eventlog import EventLogger, EventLogRecord, create_event_logger
+from agentstream.errors import BrokerError, ConfigurationError
+from agentstream.observability.eventlog import EventLogger, create_event_logger
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime.operator import Operator
 from agentstream.runtime.records import InputRecord
-from agentstream.serde import dumps, loads, unpack_event
+from agentstream.serde import loads, unpack_event
 from agentstream.service.app import AgentApp
 from agentstream.service.broker import client_settings, ensure_topics
-from agentstream.service.codecs import codec_for, decode_key, encode_key
-from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState, KeyPartitions
+from agentstream.service.codecs import codec_for, decode_key
+from agentstream.service.kafka_errors import kafka_errors
+from agentstream.service.output import (
+    HEADER_EVENT_ID,
+    HEADER_WATERMARK,
+    NO_WATERMARK,
+    DeadLettered,
+    KafkaOutput,
+)
+from agentstream.service.settings import mask_url
+from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
 from agentstream.state.changelog import ChangelogStore
 
 __all__ = ["HEADER_EVENT_ID", "HEADER_WATERMARK", "NO_WATERMARK", "DeadLettered", "Worker"]
 
 log = logging.getLogger(__name__)
 
-HEADER_EVENT_ID = "agentstream-event-id"
-HEADER_WATERMARK = "agentstream-watermark"
-NO_WATERMARK = -(2**63)
-"""Watermark header value before any input of the partition has finished (Flink's)."""
-
-
-class DeadLettered(Event):
-    """The event-log record of a record or action sent to the dead-letter topic."""
-
-    reason: str
-    error_type: str
-    error_message: str
-    source: str | None = None
-
-
-def _h(value: Any) -> bytes:
-    return str(value).encode()
+_KEYS_REMEMBERED = 100_000  # keys whose partition is remembered, to warn of a second one
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -100,7 +101,6 @@ class Worker:
         self.stopped = asyncio.Event()
         self.error: BaseException | None = None
         self._in_codec = codec_for(settings.input_codec)
-        self._out_codec = codec_for(settings.output_codec)
         self._bootstrap = ",".join(settings.bootstrap_servers)
         self._client = settings.client_kwargs()
         self._producer: AIOKafkaProducer | None = None
@@ -108,7 +108,11 @@ class Worker:
         self._store: ChangelogStore | None = None
         self._operator: Operator | None = None
         self._event_logger: EventLogger | None = None
-        self._partitions = KeyPartitions()
+        self._output: KafkaOutput | None = None
+        self._key_partition: dict[Any, int] = {}  # the first input partition of each key
+        self._warned_keys: set[Any] = set()
+        self.broker_ok_at = time.monotonic()  # when the broker last answered
+        self.broker_error: str | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._assigned: set[int] = set()
         self._paused = False
@@ -161,7 +165,7 @@ class Worker:
             )
             await self._producer.start()
         except KafkaError as exc:
-            raise BrokerError(f"cannot reach the broker at {s.broker}: {exc}") from exc
+            raise BrokerError(f"cannot reach the broker at {mask_url(s.broker)}: {exc}") from exc
         self._store = ChangelogStore(
             data_dir=s.data_dir / app.name,
             changelog_topic=app.changelog_topic,
@@ -170,23 +174,36 @@ class Worker:
             producer=self._producer,
         )
         await self._store.start()
-        self._key_state = ChangelogKeyState(self._store, self._partitions)
-        self._action_states = ChangelogActionStateStore(self._store, self._partitions)
+        self._key_state = ChangelogKeyState(self._store)
+        self._action_states = ChangelogActionStateStore(self._store)
         if app.event_log is not None:
             self._event_logger = create_event_logger(app.event_log)
             self._event_logger.open()
+        self._output = output = KafkaOutput(
+            app,
+            self._producer,
+            self._in_codec,
+            codec_for(s.output_codec),
+            self.metrics,
+            self._event_logger,
+            self._fail,
+        )
         self._operator = Operator(
             app.agent,
             key_state=self._key_state,
             action_states=self._action_states,
-            output=self,
-            router=self,
+            output=output,
+            router=output,
             event_logger=self._event_logger,
             metrics=self.metrics,
-            on_error=self._on_action_error,
+            on_error=output.on_error,
+            on_fatal=self._fail,
             max_concurrency=s.max_concurrency,
             executor=self._executor,
             barrier=self._store.flush,
+            per_partition=True,
+            action_timeout_s=s.action_timeout_s,
+            max_events_per_input=s.max_events_per_input,
         )
         consumer_settings = client_settings(
             s.embedded_broker,
@@ -208,8 +225,9 @@ class Worker:
             asyncio.create_task(self._consume_loop(), name="agentstream-consume"),
             asyncio.create_task(self._commit_loop(), name="agentstream-commit"),
             asyncio.create_task(self._lag_loop(), name="agentstream-lag"),
+            asyncio.create_task(self._broker_loop(), name="agentstream-broker-check"),
         ]
-        log.info("worker of %s started on %s", app.name, s.broker)
+        log.info("worker of %s started on %s", app.name, mask_url(s.broker))
 
     async def run(self) -> None:
         """Start, run until stopped (SIGTERM/SIGINT or :meth:`stop`), then shut down."""
@@ -311,7 +329,8 @@ class Worker:
             await self._undecodable(message, exc)
             return
         key = decode_key(message.key)
-        self._partitions.set(key, message.partition)
+        if key is not None:
+            self._note_partition(key, message.partition)
         self.operator.on_input(
             InputRecord(
                 key=key,
@@ -323,14 +342,29 @@ class Worker:
             )
         )
 
+    def _note_partition(self, key: Any, partition: int) -> None:
+        """Count (and warn once of) a key seen on a second input partition."""
+        first = self._key_partition.setdefault(key, partition)
+        if first == partition:
+            if len(self._key_partition) > _KEYS_REMEMBERED:  # forget the oldest half
+                for old in list(self._key_partition)[: _KEYS_REMEMBERED // 2]:
+                    del self._key_partition[old]
+            return
+        self.metrics.keys_on_several_partitions.inc()
+        if key not in self._warned_keys and len(self._warned_keys) < _KEYS_REMEMBERED:
+            self._warned_keys.add(key)
+            log.warning(
+                "key %r arrives on input partitions %d and %d: each partition's records of "
+                "it are processed as their own key (own order, own memory). Producers "
+                "should partition by key with one partitioner (Kafka's default, murmur2)",
+                key,
+                first,
+                partition,
+            )
+
     async def _undecodable(self, message: Any, exc: Exception) -> None:
-        await self._dead_letter(
-            "decode",
-            message.key,
-            message.value,
-            exc,
-            source=(message.topic, message.partition, message.offset),
-        )
+        assert self._output is not None
+        await self._output.undecodable(message, exc)
 
     async def _on_internal_message(self, message: Any) -> None:
         try:
@@ -339,124 +373,14 @@ class Worker:
         except Exception as exc:
             await self._undecodable(message, exc)
             return
-        await self.operator.on_routed_event(decode_key(message.key), tag, event, sender)
+        slot = (message.partition, decode_key(message.key))
+        await self.operator.on_routed_event(slot, tag, event, sender)
 
-    # -- OutputSink and EventRouter ------------------------------------------------------
-
-    async def emit(
-        self, key: Any, event: OutputEvent, record: InputRecord, watermark: int | None
-    ) -> None:
-        assert self._producer is not None
-        try:
-            value = self._out_codec.encode(event.output)
-        except Exception as exc:
-            await self._dead_letter(
-                "encode", encode_key(key), None, exc, event_id=event.id, record=record
-            )
-            return
-        headers = [
-            (HEADER_EVENT_ID, _h(event.id)),
-            (HEADER_WATERMARK, _h(NO_WATERMARK if watermark is None else watermark)),
-        ]
-        delivery = await self._producer.send(
-            self.app.output_topic,
-            value=value,
-            key=encode_key(key),
-            timestamp_ms=event.source_timestamp,
-            headers=headers,
-        )
-        await delivery
-
-    async def route(
-        self, key: Any, tag: str, event: Event, packed: bytes, sender: str, record: InputRecord
-    ) -> None:
-        assert self._producer is not None
-        await self._producer.send(
-            self.app.internal_topic,
-            value=dumps([tag, sender, packed]),
-            key=encode_key(key),
-            partition=record.partition,
-            timestamp_ms=event.source_timestamp,
-        )
-
-    # -- errors --------------------------------------------------------------------------
-
-    async def _on_action_error(
-        self, error: ActionExecutionError, event: Event, record: InputRecord
-    ) -> None:
-        if self.settings.error_policy == "fail":
-            log.error("stopping: %s", error)
+    def _fail(self, error: BaseException) -> None:
+        """Stop the worker with ``error`` (error_policy=fail, or a key's runner failed)."""
+        if self.error is None:
             self.error = error
-            self.stopped.set()
-            raise asyncio.CancelledError
-        try:
-            original = self._in_codec.encode(record.value) if record.value is not None else None
-        except Exception:
-            original = None
-        await self._dead_letter(
-            "action",
-            encode_key(record.key),
-            original,
-            error.cause,
-            action=error.action,
-            event_id=error.event_id,
-            record=record,
-            seq=error.seq,
-        )
-
-    async def _dead_letter(
-        self,
-        reason: str,
-        key: bytes | None,
-        value: bytes | None,
-        exc: BaseException,
-        *,
-        source: tuple[str, int, int] | None = None,
-        action: str | None = None,
-        event_id: str | None = None,
-        record: InputRecord | None = None,
-        seq: int | None = None,
-    ) -> None:
-        assert self._producer is not None
-        if record is not None and source is None:
-            source = (self.app.input_topic, record.partition, record.offset or -1)
-        kind = type(exc)
-        headers = [
-            ("agentstream-reason", _h(reason)),
-            ("agentstream-error-type", _h(f"{kind.__module__}.{kind.__qualname__}")),
-            ("agentstream-error-message", _h(str(exc))[:4096]),
-        ]
-        for name, item in (("action", action), ("event-id", event_id), ("seq", seq)):
-            if item is not None:
-                headers.append((f"agentstream-{name}", _h(item)))
-        if source is not None:
-            headers += [
-                ("agentstream-source-topic", _h(source[0])),
-                ("agentstream-source-partition", _h(source[1])),
-                ("agentstream-source-offset", _h(source[2])),
-            ]
-        log.warning("dead-lettering (%s) key=%r: %s: %s", reason, key, kind.__name__, exc)
-        delivery = await self._producer.send(
-            self.app.dead_letter_topic, value=value, key=key, headers=headers
-        )
-        await delivery
-        self.metrics.dead_letters.labels(reason=reason).inc()
-        if self._event_logger is not None:
-            self._event_logger.append(
-                EventLogRecord(
-                    time.time(),
-                    decode_key(key),
-                    -1 if seq is None else seq,
-                    DeadLettered(
-                        id=event_id,
-                        reason=reason,
-                        error_type=f"{kind.__module__}.{kind.__qualname__}",
-                        error_message=str(exc),
-                        source="/".join(map(str, source)) if source else None,
-                    ),
-                    action,
-                )
-            )
+        self.stopped.set()
 
     # -- commits, rebalances ------------------------------------------------------------
 
@@ -470,7 +394,8 @@ class Worker:
             tp: offset for tp, offset in positions.items() if tp in self._consumer.assignment()
         }
         if offsets:
-            await self._consumer.commit(offsets)
+            with kafka_errors("commit offsets"):
+                await self._consumer.commit(offsets)
         self.operator.prune(finished)
 
     async def _commit_loop(self) -> None:
@@ -478,7 +403,7 @@ class Worker:
             await asyncio.sleep(self.settings.commit_interval_s)
             try:
                 await self._commit()
-            except KafkaError as exc:  # rebalance in progress and the like: try again
+            except (KafkaError, BrokerError) as exc:  # a rebalance and the like: try again
                 log.info("commit deferred: %s", exc)
 
     async def _lag_loop(self) -> None:
@@ -494,20 +419,52 @@ class Worker:
                     max(highwater - position, 0)
                 )
 
+    async def _broker_loop(self) -> None:
+        """Ask the broker for metadata every second: /health reports whether it answers.
+
+        Nothing is restarted when it does not: the clients reconnect on their own.
+        """
+        assert self._producer is not None
+        client = self._producer.client
+        while not self.stopped.is_set():
+            try:
+                async with asyncio.timeout(5.0):
+                    await client.fetch_all_metadata()
+            except Exception as exc:
+                if self.broker_error is None:
+                    log.warning("the broker does not answer: %r", exc)
+                self.broker_error = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
+                self.metrics.broker_connected.set(0)
+            else:
+                if self.broker_error is not None:
+                    log.info("the broker answers again")
+                self.broker_error = None
+                self.broker_ok_at = time.monotonic()
+                self.metrics.broker_connected.set(1)
+            await asyncio.sleep(1.0)
+
+    def broker_unreachable(self) -> str | None:
+        """Why the broker counts as unreachable (past the grace period), or None."""
+        if self.broker_error is None:
+            return None
+        silent = time.monotonic() - self.broker_ok_at
+        if silent < self.settings.broker_unreachable_grace_s:
+            return None
+        return f"no answer from the broker for {silent:.0f} s ({self.broker_error})"
+
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in revoked if tp.topic == self.app.input_topic}
         self.ready.clear()
         if not parts or self._operator is None:
             return
         await self.operator.cancel(lambda record: record.partition in parts)
-        with contextlib.suppress(KafkaError):
+        with contextlib.suppress(KafkaError, BrokerError):
             await self._commit()
         await self.store.revoke(parts)
         for p in parts:
             self.operator.event_time.forget(p)
         assert self._key_state is not None
         self._key_state.forget(parts)
-        self._partitions.forget(parts)
         self._assigned -= parts
         self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
 

@@ -24,7 +24,7 @@ from agentstream.errors import ActionExecutionError, ConfigurationError
 from agentstream.observability.eventlog import EventLogger
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime.action_state import ActionStateStore, InMemoryActionStateStore
-from agentstream.runtime.operator import ErrorHandler, Operator
+from agentstream.runtime.operator import DEFAULT_MAX_EVENTS_PER_INPUT, ErrorHandler, Operator
 from agentstream.runtime.records import (
     InMemoryKeyState,
     InputRecord,
@@ -102,6 +102,13 @@ class LocalRunner:
         executor: thread pool for blocking functions given to ``durable_execute_async``.
         auto_prune: drop action state as soon as an input finishes (the default keeps it
             until :meth:`prune`, so that re-running replays).
+        action_timeout_s: default timeout of an action once it first waits (None: none).
+        max_events_per_input: how many events an input's actions may send before the
+            input fails with :class:`~agentstream.errors.EventLimitError`.
+
+    The runner drives the operator through the same key loop as the Kafka worker (inline
+    until a step waits, then a task per key; ``max_concurrency`` as free slots and a FIFO
+    of waiting keys). Keys are not scoped to partitions in-process.
     """
 
     def __init__(
@@ -117,6 +124,8 @@ class LocalRunner:
         key_state: KeyStateBackend | None = None,
         executor: Executor | None = None,
         auto_prune: bool = False,
+        action_timeout_s: float | None = None,
+        max_events_per_input: int = DEFAULT_MAX_EVENTS_PER_INPUT,
     ):
         if not isinstance(agent, Agent):
             raise ConfigurationError(f"LocalRunner takes an Agent instance, got {agent!r}")
@@ -133,6 +142,8 @@ class LocalRunner:
         self._max_concurrency = max_concurrency
         self._executor = executor
         self._auto_prune = auto_prune
+        self._action_timeout_s = action_timeout_s
+        self._max_events_per_input = max_events_per_input
         self._inputs = 0  # pairs given ids so far (the next id is input-<this>)
         self._operator: Operator | None = None
         self._sink = _Collect()
@@ -154,6 +165,8 @@ class LocalRunner:
                 max_concurrency=self._max_concurrency,
                 executor=self._executor,
                 prune_finished=self._auto_prune,
+                action_timeout_s=self._action_timeout_s,
+                max_events_per_input=self._max_events_per_input,
             )
         return self._operator
 
@@ -189,9 +202,12 @@ class LocalRunner:
         operator = self.operator
         start = len(self._sink.outputs)
         failures = len(operator.failures)
+        fatal = len(operator.fatal)
         for item in inputs:
             operator.on_input(self._record(item))
         await operator.drain()
+        if len(operator.fatal) > fatal:
+            raise operator.fatal[fatal]
         new_errors = operator.failures[failures:]
         self.errors.extend(new_errors)
         if new_errors and self._policy == "raise":

@@ -165,7 +165,9 @@ def test_operations_lists_every_setting() -> None:
 def test_operations_lists_every_dead_letter_header() -> None:
     """Scenario: call the worker's dead-letter path with a stub producer, for each reason.
     We expect: every header it writes is in the table of docs/operations.md."""
-    from agentstream.service import worker as worker_module
+    from agentstream.service.codecs import codec_for
+    from agentstream.service import output as output_module
+    from agentstream.service.output import KafkaOutput
 
     sent: list[list[tuple[str, bytes]]] = []
 
@@ -176,22 +178,24 @@ def test_operations_lists_every_dead_letter_header() -> None:
             done.set_result(None)
             return done
 
-    stub: Any = SimpleNamespace(
-        _producer=StubProducer(),
-        app=SimpleNamespace(input_topic="in", dead_letter_topic="dead"),
-        metrics=RuntimeMetrics(),
-        _event_logger=None,
+    app: Any = SimpleNamespace(
+        input_topic="in", dead_letter_topic="dead", settings=SimpleNamespace(error_policy="x")
     )
+    producer: Any = StubProducer()
+    codec = codec_for("json")
+    output = KafkaOutput(app, producer, codec, codec, RuntimeMetrics(), None, lambda e: None)
     record = InputRecord("k", "v", "in/0/7", None, 0, 7)
 
     async def provoke() -> None:
-        dead_letter = worker_module.Worker._dead_letter
-        error = ValueError("boom")
-        await dead_letter(stub, "decode", b"k", b"v", error, source=("in", 0, 7))
-        await dead_letter(
-            stub, "action", b"k", b"v", error, action="a", event_id="e", record=record, seq=1
+        try:
+            raise ValueError("boom")
+        except ValueError as exc:
+            error = exc
+        await output.dead_letter("decode", b"k", b"v", error, source=("in", 0, 7))
+        await output.dead_letter(
+            "action", b"k", b"v", error, action="a", event_id="e", record=record, seq=1
         )
-        await dead_letter(stub, "encode", b"k", None, error, event_id="e", record=record)
+        await output.dead_letter("encode", b"k", None, error, event_id="e", record=record)
 
     asyncio.run(provoke())
     headers = {name for batch in sent for name, _ in batch}
@@ -199,7 +203,7 @@ def test_operations_lists_every_dead_letter_header() -> None:
     text = _read(DOCS / "operations.md")
     for header in sorted(headers):
         assert f"| `{header}` |" in text, f"dead-letter header {header} not documented"
-    for header in (worker_module.HEADER_EVENT_ID, worker_module.HEADER_WATERMARK):
+    for header in (output_module.HEADER_EVENT_ID, output_module.HEADER_WATERMARK):
         assert f"`{header}`" in text
 
 

@@ -1,0 +1,244 @@
+"""What a worker writes to Kafka: outputs, routed events and dead letters.
+
+:class:`KafkaOutput` owns the producer's use, the output codec and the dead-letter topic;
+it is the operator's :class:`~agentstream.runtime.ports.OutputSink`, its
+:class:`~agentstream.runtime.ports.EventRouter` and its error policy (dead-letter, or stop
+the worker under ``error_policy="fail"``). Kafka errors are translated at this boundary.
+
+Dead-letter records carry the input's original key and value and these headers::
+
+    agentstream-reason           decode | encode | action | timeout | event-limit | send
+    agentstream-error-type       module.QualName of the exception
+    agentstream-error-message    its message (at most 4 KiB)
+    agentstream-error-location   file:line of the innermost frame of the user's code
+    agentstream-error-traceback  the traceback (at most 8 KiB, the end kept)
+    agentstream-action, agentstream-event-id, agentstream-seq          when known
+    agentstream-source-topic, -partition, -offset                     where it came from
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from agentstream.api.events import Event, OutputEvent
+from agentstream.api.ids import qualified_name
+from agentstream.errors import ActionExecutionError
+from agentstream.observability.eventlog import EventLogger, EventLogRecord
+from agentstream.observability.metrics import RuntimeMetrics
+from agentstream.observability.tracebacks import format_error, user_frame
+from agentstream.runtime.records import InputRecord
+from agentstream.serde import dumps
+from agentstream.service.app import AgentApp
+from agentstream.service.codecs import Codec, decode_key, encode_key
+from agentstream.service.kafka_errors import kafka_errors
+
+__all__ = [
+    "HEADER_EVENT_ID",
+    "HEADER_WATERMARK",
+    "NO_WATERMARK",
+    "DeadLettered",
+    "KafkaOutput",
+]
+
+log = logging.getLogger(__name__)
+
+HEADER_EVENT_ID = "agentstream-event-id"
+HEADER_WATERMARK = "agentstream-watermark"
+NO_WATERMARK = -(2**63)
+"""Watermark header value before any input of the partition has finished (Flink's)."""
+
+
+class DeadLettered(Event):
+    """The event-log record of a record or action sent to the dead-letter topic."""
+
+    reason: str
+    error_type: str
+    error_message: str
+    source: str | None = None
+    location: str | None = None
+
+
+def _h(value: Any) -> bytes:
+    return str(value).encode()
+
+
+class KafkaOutput:
+    """The operator's sink, router and error policy on a Kafka producer.
+
+    Args:
+        app: the app (its topics and settings).
+        producer: a started producer (owned by the worker, which starts and stops it).
+        in_codec: the input codec (a dead letter carries the input re-encoded).
+        out_codec: the output codec.
+        metrics: where dead letters are counted.
+        event_logger: receives a record per dead letter.
+        stop: called with the error under ``error_policy="fail"`` (the worker stops).
+    """
+
+    def __init__(
+        self,
+        app: AgentApp,
+        producer: AIOKafkaProducer,
+        in_codec: Codec,
+        out_codec: Codec,
+        metrics: RuntimeMetrics,
+        event_logger: EventLogger | None,
+        stop: Callable[[BaseException], None],
+    ):
+        self._app = app
+        self._producer = producer
+        self._in_codec = in_codec
+        self._out_codec = out_codec
+        self._metrics = metrics
+        self._event_logger = event_logger
+        self._stop = stop
+        self._fail = app.settings.error_policy == "fail"
+
+    # -- OutputSink and EventRouter ------------------------------------------------------
+
+    async def emit(
+        self, key: Any, event: OutputEvent, record: InputRecord, watermark: int | None
+    ) -> None:
+        try:
+            value = self._out_codec.encode(event.output)
+        except Exception as exc:
+            await self.dead_letter(
+                "encode", encode_key(key), None, exc, event_id=event.id, record=record
+            )
+            return
+        headers = [
+            (HEADER_EVENT_ID, _h(event.id)),
+            (HEADER_WATERMARK, _h(NO_WATERMARK if watermark is None else watermark)),
+        ]
+        topic = self._app.output_topic
+        with kafka_errors("send an output", topic=topic):
+            delivery = await self._producer.send(
+                topic,
+                value=value,
+                key=encode_key(key),
+                timestamp_ms=event.source_timestamp,
+                headers=headers,
+            )
+            await delivery
+
+    async def route(
+        self, key: Any, tag: str, event: Event, packed: bytes, sender: str, record: InputRecord
+    ) -> None:
+        topic = self._app.internal_topic
+        with kafka_errors("route an event", topic=topic):
+            await self._producer.send(
+                topic,
+                value=dumps([tag, sender, packed]),
+                key=encode_key(key),
+                partition=record.partition,
+                timestamp_ms=event.source_timestamp,
+            )
+
+    # -- the error policy ------------------------------------------------------------------
+
+    async def on_error(
+        self, error: ActionExecutionError, event: Event, record: InputRecord
+    ) -> None:
+        """A step failed: dead-letter the input with the reason, or stop the worker."""
+        if self._fail:
+            log.error("stopping (error_policy=fail): %s", error, exc_info=error)
+            self._stop(error)
+            raise error
+        try:
+            original = self._in_codec.encode(record.value) if record.value is not None else None
+        except Exception:
+            original = None
+        await self.dead_letter(
+            error.reason,
+            encode_key(record.key),
+            original,
+            error.cause,
+            action=error.action,
+            event_id=error.event_id,
+            record=record,
+            seq=error.seq,
+            summary=str(error),
+        )
+
+    async def undecodable(self, message: Any, exc: Exception) -> None:
+        """A record that could not be decoded: dead-letter it as it is (under either policy:
+        no fix of the code makes it decodable, and it must not block its partition)."""
+        await self.dead_letter(
+            "decode",
+            message.key,
+            message.value,
+            exc,
+            source=(message.topic, message.partition, message.offset),
+        )
+
+    async def dead_letter(
+        self,
+        reason: str,
+        key: bytes | None,
+        value: bytes | None,
+        exc: BaseException,
+        *,
+        source: tuple[str, int, int] | None = None,
+        action: str | None = None,
+        event_id: str | None = None,
+        record: InputRecord | None = None,
+        seq: int | None = None,
+        summary: str | None = None,
+    ) -> None:
+        if record is not None and source is None:
+            source = (self._app.input_topic, record.partition, record.offset or -1)
+        error_type = qualified_name(type(exc))
+        location = user_frame(exc)
+        headers = [
+            ("agentstream-reason", _h(reason)),
+            ("agentstream-error-type", _h(error_type)),
+            ("agentstream-error-message", _h(str(exc))[:4096]),
+            ("agentstream-error-traceback", format_error(exc).encode()),
+        ]
+        if location is not None:
+            headers.append(("agentstream-error-location", _h(location)))
+        for name, item in (("action", action), ("event-id", event_id), ("seq", seq)):
+            if item is not None:
+                headers.append((f"agentstream-{name}", _h(item)))
+        if source is not None:
+            headers += [
+                ("agentstream-source-topic", _h(source[0])),
+                ("agentstream-source-partition", _h(source[1])),
+                ("agentstream-source-offset", _h(source[2])),
+            ]
+        # The full traceback of the user's code, once per failure.
+        log.warning(
+            "dead-lettering (%s) key=%r at %s: %s",
+            reason,
+            key,
+            location or "?",
+            summary or f"{type(exc).__name__}: {exc}",
+            exc_info=exc,
+        )
+        topic = self._app.dead_letter_topic
+        with kafka_errors("send a dead letter", topic=topic):
+            delivery = await self._producer.send(topic, value=value, key=key, headers=headers)
+            await delivery
+        self._metrics.dead_letters.labels(reason=reason).inc()
+        if self._event_logger is not None:
+            self._event_logger.append(
+                EventLogRecord(
+                    time.time(),
+                    decode_key(key),
+                    -1 if seq is None else seq,
+                    DeadLettered(
+                        id=event_id,
+                        reason=reason,
+                        error_type=error_type,
+                        error_message=str(exc),
+                        source="/".join(map(str, source)) if source else None,
+                        location=location,
+                    ),
+                    action,
+                )
+            )
