@@ -10,7 +10,9 @@
                                                         plus what was wrong) ─► ...
                            does not, none left ─► OutputValidationError (error policy)
 
-``max_iterations`` bounds the model calls of one input, corrections included.
+``max_iterations`` bounds the model calls of one input, corrections included. With
+``long_term_memory=True`` the agent recalls the key's items most similar to the input into
+the system prompt, and remembers each question and answer (``ctx.long_term_memory``).
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class ReActAgent(Agent):
             then an instance of it. None: the output is the answer's text.
         max_iterations: the most model calls per input (corrections included).
         name: the agent's name (default: the class name).
+        long_term_memory: recall the key's most similar items (needs an embedding model
+            resource, see :mod:`agentstream.llm.memory`) and remember each exchange.
+        recall_limit: how many items to recall.
     """
 
     def __init__(
@@ -79,6 +84,8 @@ class ReActAgent(Agent):
         max_iterations: int = 10,
         *,
         name: str | None = None,
+        long_term_memory: bool = False,
+        recall_limit: int = 3,
     ):
         super().__init__()
         if name:
@@ -109,6 +116,8 @@ class ReActAgent(Agent):
         self.prompt = prompt or DEFAULT_PROMPT
         self.output_schema = output_schema
         self.max_iterations = max_iterations
+        self.long_term_memory = long_term_memory
+        self.recall_limit = recall_limit
         self.add_action("react_start", [InputEvent], self._start)
         self.add_action("react_finish", [ChatResponseEvent], self._finish)
 
@@ -132,20 +141,28 @@ class ReActAgent(Agent):
             max_iterations=iterations,
         )
 
-    def _start(self, event: InputEvent, ctx: RunnerContext) -> None:
+    async def _start(self, event: InputEvent, ctx: RunnerContext) -> None:
         ctx.sensory_memory.set(_USED, 0)
+        question = _input_text(event.input)
+        system = self._system_prompt()
+        if self.long_term_memory:
+            recalled = await ctx.long_term_memory.search(question, limit=self.recall_limit)
+            if recalled:
+                lines = "\n".join(f"- {item.text}" for item in recalled)
+                system = f"{system}\n\nWhat you remember of this conversation partner:\n{lines}"
         messages = [
-            ChatMessage(role="system", content=self._system_prompt()),
-            ChatMessage(role="user", content=_input_text(event.input)),
+            ChatMessage(role="system", content=system),
+            ChatMessage(role="user", content=question),
         ]
         ctx.send_event(self._request(messages, self.max_iterations))
 
-    def _finish(self, event: ChatResponseEvent, ctx: RunnerContext) -> None:
+    async def _finish(self, event: ChatResponseEvent, ctx: RunnerContext) -> None:
         if event.model != self.model_resource:
             return  # a chat request of another action of a subclass
         used = int(ctx.sensory_memory.get(_USED) or 0) + event.iterations
         ctx.sensory_memory.set(_USED, used)
         if self.output_schema is None:
+            await self._remember(event, ctx)
             ctx.send_event(OutputEvent(output=event.response.content))
             return
         try:
@@ -167,4 +184,14 @@ class ReActAgent(Agent):
             )
             ctx.send_event(self._request([*event.messages, correction], self.max_iterations - used))
             return
+        await self._remember(event, ctx)
         ctx.send_event(OutputEvent(output=answer))
+
+    async def _remember(self, event: ChatResponseEvent, ctx: RunnerContext) -> None:
+        if not self.long_term_memory:
+            return
+        question = next((m.content for m in event.messages if m.role == "user"), "")
+        await ctx.long_term_memory.add(
+            f"asked: {question} / answered: {event.response.content}",
+            {"request_id": event.request_id},
+        )
