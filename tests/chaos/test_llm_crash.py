@@ -124,3 +124,60 @@ async def test_sigkill_mid_react_loop_never_repeats_completed_calls(
         )
     assert server.count("chat") == 4 * len(ORDERS)
     assert second.proc is not None
+
+
+async def test_long_term_memory_survives_sigkill_and_an_empty_data_dir(
+    broker: Broker, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    """Scenario: two keys add long-term memory items; the worker is SIGKILLed and replaced
+    by one on an EMPTY data dir; then each key searches.
+    We expect: each key finds exactly its own items (from the changelog), best match first."""
+    name = unique_name("ltm")
+    with ScriptedChatServer() as server:
+        env = {"LLM_DIR": str(tmp_path), "LLM_APP": name, "LLM_BASE_URL": server.openai_url}
+        topic_in, topic_out = f"{name}-notes-in", f"{name}-notes-out"
+        workers: list[WorkerProcess] = []
+
+        def worker(label: str) -> WorkerProcess:
+            started = WorkerProcess(
+                "tests.chaos.llm_app:memory_app",
+                broker.url,
+                tmp_path / f"data-{label}",
+                env,
+                tmp_path / f"worker-{label}.log",
+            ).start()
+            workers.append(started)
+            return started
+
+        try:
+            await ensure_topics(broker.bootstrap, {topic_in: 4, topic_out: 4})
+            first = await worker("1").ready(60)
+            adds = [
+                ("ann", {"add": "ann drinks green tea"}),
+                ("ann", {"add": "ann lives by the sea"}),
+                ("bob", {"add": "bob drinks black coffee"}),
+            ]
+            await produce(broker.bootstrap, topic_in, adds)
+            async with Topic(broker.bootstrap, topic_out) as out:
+                await out.wait_for(3, 60, "the adds' outputs")
+            first.kill()
+            await worker("empty").ready(60)
+            await produce(
+                broker.bootstrap,
+                topic_in,
+                [("ann", {"search": "what tea does ann drink"}), ("bob", {"search": "tea"})],
+            )
+            async with Topic(broker.bootstrap, topic_out) as out:
+
+                async def searched() -> bool:
+                    return sum("found" in v for _, v, _ in decoded(await out.poll())) >= 2
+
+                await wait_until(searched, 60, "both searches' outputs")
+                found = {k: v["found"] for k, v, _ in decoded(out.records) if "found" in v}
+        finally:
+            for running in workers:
+                running.kill()
+    assert found == {
+        "ann": ["ann drinks green tea", "ann lives by the sea"],
+        "bob": ["bob drinks black coffee"],
+    }
