@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 from mypy_extensions import mypyc_attr
@@ -57,9 +58,13 @@ FieldCodec = tuple[Callable[[Any], Any] | None, Callable[[Any], Any] | None]
 
 
 class _Layout:
-    """How one record type is written: its class, field names and field converters."""
+    """How one record type is written: its class, field names and field converters.
 
-    __slots__ = ("build", "cls", "decoders", "encoders", "migrations", "names", "what")
+    A named tuple packs as the array of its fields as it is (msgpack packs tuples), so a
+    named tuple without converters is written without any copy.
+    """
+
+    __slots__ = ("build", "decoders", "encoders", "fields_of", "migrations", "names", "what")
 
     def __init__(
         self,
@@ -70,23 +75,36 @@ class _Layout:
         migrations: Mapping[int, Migration],
         what: str,
     ) -> None:
-        self.cls = cls
         self.build = build
         self.names = names
-        self.encoders: list[Callable[[Any], Any] | None] = [
-            fields[n][0] if n in fields else None for n in names
-        ]
-        self.decoders: list[Callable[[Any], Any] | None] = [
-            fields[n][1] if n in fields else None for n in names
-        ]
+        # The field values in order, as a tuple (one C call; a named tuple is that already).
+        self.fields_of: Callable[[Any], Any] | None = (
+            attrgetter(*names) if dataclasses.is_dataclass(cls) else None
+        )
+        self.encoders: list[tuple[int, Callable[[Any], Any]]] = []
+        self.decoders: list[tuple[int, Callable[[Any], Any]]] = []
+        for i, name in enumerate(names):
+            encode, decode = fields.get(name, (None, None))
+            if encode is not None:
+                self.encoders.append((i, encode))
+            if decode is not None:
+                self.decoders.append((i, decode))
         self.migrations = dict(migrations)
         self.what = what
 
-    def to_plain(self, record: Any) -> list[Any]:
-        values = [getattr(record, name) for name in self.names]
-        for i, encode in enumerate(self.encoders):
-            if encode is not None:
-                values[i] = encode(values[i])
+    @property
+    def packs_as_is(self) -> bool:
+        """Whether a record packs as it is (a named tuple of plain fields)."""
+        return self.fields_of is None and not self.encoders
+
+    def to_plain(self, record: Any) -> Any:
+        fields_of = self.fields_of
+        values = record if fields_of is None else fields_of(record)
+        if not self.encoders:
+            return values
+        values = list(values)
+        for i, encode in self.encoders:
+            values[i] = encode(values[i])
         return values
 
     def from_plain(self, data: list[Any]) -> Any:
@@ -94,10 +112,9 @@ class _Layout:
             raise SerializationError(
                 f"{self.what} has {len(data)} fields, this version knows {len(self.names)}"
             )
-        for i, value in enumerate(data):
-            decode = self.decoders[i]
-            if decode is not None:
-                data[i] = decode(value)
+        for i, decode in self.decoders:
+            if i < len(data):
+                data[i] = decode(data[i])
         return self.build(*data)  # missing trailing fields take their defaults
 
 
@@ -146,14 +163,14 @@ def one(cls: type) -> FieldCodec:
     def decode(value: Any) -> Any:
         return None if value is None else layout.from_plain(value)
 
-    return encode, decode
+    return (None if layout.packs_as_is else encode), decode
 
 
 def many(cls: type | None, container: Callable[[Any], Any] = tuple) -> FieldCodec:
     """The converters of a field holding a sequence (``container``, a tuple by default)
     of records of ``cls``, or of plain values when ``cls`` is None."""
     if cls is None:
-        return list, container
+        return None, container
     layout = _layout(cls)
     to_plain, from_plain = layout.to_plain, layout.from_plain
 
@@ -163,7 +180,7 @@ def many(cls: type | None, container: Callable[[Any], Any] = tuple) -> FieldCode
     def decode(values: Any) -> Any:
         return container([from_plain(v) for v in values])
 
-    return encode, decode
+    return (None if layout.packs_as_is else encode), decode
 
 
 def encode_record(record: Any) -> bytes:
