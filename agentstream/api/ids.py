@@ -23,9 +23,10 @@ def derive_event_id(parent_id: str, action: str, index: int) -> str:
     return digest.hexdigest()
 
 
-def qualified_name(obj: Any) -> str:
+def qualified_name(obj: Any, separator: str = ".") -> str:
     """``module.QualName`` of a class or function (of its class for other objects): how
-    event types, durable functions and exception types are named in records and headers."""
+    event types, durable functions and exception types are named in records and headers.
+    ``separator=":"`` gives ``module:QualName``, which splits back unambiguously."""
     module = getattr(obj, "__module__", None) or "?"
     name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
-    return f"{module}.{name}"
+    return f"{module}{separator}{name}"

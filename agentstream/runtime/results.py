@@ -137,10 +137,6 @@ def _is_settings(cls: type) -> bool:
     return any(base.__module__.startswith("pydantic_settings") for base in cls.__mro__)
 
 
-def _class_ref(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 def _fail(fn: Callable[..., Any], value: Any, why: str) -> SerializationError:
     name = qualified_name(_target(fn))
     return SerializationError(
@@ -161,7 +157,7 @@ def encode_result(fn: Callable[..., Any], value: Any) -> bytes:
     ref: str | None = None
     cls = type(value)
     if _is_schema_class(cls):
-        ref = _class_ref(cls)
+        ref = qualified_name(cls, ":")
         if adapter is None:
             if find_class(ref) is not cls:
                 raise _fail(fn, value, f"its class {cls.__qualname__} cannot be found by name")
