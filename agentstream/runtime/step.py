@@ -307,17 +307,9 @@ class ActionStep:
         try:
             if timeout is None:
                 await rest
-            else:
-                deadline = asyncio.timeout(timeout - (_clock() - started))
-                try:
-                    async with deadline:
-                        await rest
-                except TimeoutError as exc:
-                    if not deadline.expired():
-                        raise
-                    error = _TimedOut(timeout)
-                    error.__cause__ = exc
-                    self._counts.child(self.metrics.action_timeouts, action.name).inc()
+            elif not await self._within(rest, timeout - (_clock() - started)):
+                error = _TimedOut(timeout)
+                self._counts.child(self.metrics.action_timeouts, action.name).inc()
         except Exception as exc:
             error = exc
         except BaseException:
@@ -326,6 +318,28 @@ class ActionStep:
         then = self._action_ended(run, action, ctx.event, ctx, snapshot, started, error)
         if then is not None:
             await then
+
+    @staticmethod
+    async def _within(rest: Awaitable[Any], timeout_s: float) -> bool:
+        """Await ``rest`` for at most ``timeout_s``; False (and ``rest`` cancelled) if it
+        did not finish. Its own exceptions propagate.
+
+        ``rest`` runs in a task of its own: this coroutine may have been started inline,
+        in a task that is not the key's (``asyncio.timeout`` would cancel that one).
+        """
+        task = asyncio.ensure_future(rest)
+        try:
+            await asyncio.wait((task,), timeout=max(timeout_s, 0.0))
+        except BaseException:
+            task.cancel()
+            raise
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))  # let it unwind (its finally blocks run)
+            if task.cancelled():
+                return False
+        task.result()
+        return True
 
     def _action_ended(
         self,

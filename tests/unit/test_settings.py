@@ -61,3 +61,16 @@ def test_exactly_once_fails_fast_on_the_embedded_broker() -> None:
     )
     with pytest.raises(ConfigurationError, match="embedded"):
         Worker(app)
+
+
+def test_secrets_are_masked_in_repr_and_str() -> None:
+    """Scenario: settings with a SASL password and a broker URL with a password.
+    We expect: neither appears in repr() or str() (which logs and errors use); the values
+    themselves are intact for the clients."""
+    settings = Settings.load(
+        {"sasl_password": "hunter2", "broker": "kafka://user:s3cret@host:9092,kafka://b:9"}
+    )
+    for text in (repr(settings), str(settings), f"{settings}"):
+        assert "hunter2" not in text and "s3cret" not in text
+        assert "sasl_password='***'" in text and "kafka://user:***@host:9092" in text
+    assert settings.sasl_password == "hunter2"
