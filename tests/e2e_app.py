@@ -61,7 +61,6 @@ app = AgentApp(
     input_topic=os.environ.get("E2E_IN", "e2e-in"),
     output_topic=os.environ.get("E2E_OUT", "e2e-out"),
     partitions=4,
-    embedded_broker=True,
     fetch_wait_ms=20,
     commit_interval_s=0.2,
 )
