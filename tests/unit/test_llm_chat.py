@@ -286,3 +286,41 @@ def test_api_keys_never_show() -> None:
     for shown in (repr(openai_model), str(openai_model), repr(anthropic_model)):
         assert "top" not in shown
     assert "sk-top" not in repr(vars(openai_model).get("api_key"))
+
+
+class _Records:
+    """An in-memory event logger."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def open(self) -> None: ...
+
+    def append(self, record: Any) -> None:
+        self.records.append(record)
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def test_every_call_has_event_log_records(server: ScriptedChatServer) -> None:
+    """Each model call and tool call shows in the event log: the prompt, the tool's
+    arguments and result, the answer with its usage; big payloads truncated."""
+    server.add(ScriptedReply.tools(("lookup_order", {"order_id": "E-1"})), ScriptedReply.text("ok"))
+    log = _Records()
+    LocalRunner(openai_agent(server), event_logger=log).run([("k", "E-1?")])
+    by_type = {type(r.event).__name__: r for r in log.records}
+    request = by_type["ChatRequestEvent"].to_json_dict()
+    assert request["payload"]["messages"][0]["content"] == "E-1?"
+    tool_request = by_type["ToolRequestEvent"].to_json_dict()
+    assert tool_request["action"] == "chat_model_action"
+    assert tool_request["payload"]["arguments"] == {"order_id": "E-1"}
+    tool_response = by_type["ToolResponseEvent"].to_json_dict()
+    assert tool_response["action"] == "tool_call_action"
+    assert tool_response["payload"]["result"] == {"id": "E-1", "status": "shipped"}
+    answer = by_type["ChatResponseEvent"].to_json_dict()
+    assert answer["payload"]["response"]["content"] == "ok"
+    assert answer["payload"]["usage"]["completion_tokens"] > 0
+    truncated = by_type["ChatResponseEvent"].to_json_dict(max_payload_bytes=40)
+    assert truncated["payload"]["truncated"] is True
