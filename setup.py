@@ -21,6 +21,7 @@ COMPILED = [
     "agentstream/runtime/context.py",
     "agentstream/runtime/counts.py",
     "agentstream/runtime/keyrun.py",
+    "agentstream/runtime/limit.py",
     "agentstream/runtime/memory.py",
     "agentstream/runtime/operator.py",
     "agentstream/runtime/eventtime.py",

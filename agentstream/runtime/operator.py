@@ -11,7 +11,7 @@ Design note (mirrors Flink Agents' ActionExecutionOperator)::
                           ▼ key busy? ── yes ──► KeyRecord.pending (one write)
                           │ no
            seq += 1, current = record (one write) ──► the key loop
-    key loop: a free slot? ── no ──► FIFO of waiting keys (a slot frees: the next one runs)
+    key loop: a free permit? ── no ──► in line (a permit given back: the next key runs)
                           │ yes
        input: InputEvent ─► dispatch ─► tasks (action, event), one step at a time
        (agentstream.runtime.step); the input is done when no task is queued and no
@@ -20,7 +20,7 @@ Design note (mirrors Flink Agents' ActionExecutionOperator)::
 The key loop runs inline in on_input until a step has to wait (an action awaits, the sink
 or router sends, the barrier flushes); the key then gets a task that goes on from that
 point, the same loop. Sync actions over in-memory state never touch the event loop. A
-concurrency cap is a count of free slots (one per input in progress) and a FIFO of keys
+concurrency cap is a count of free permits (one per input in progress) and a FIFO of keys
 waiting for one. Nothing a key's task raises is left unretrieved: failures of steps go
 through the error policy; anything else is fatal for the key and reported to the host.
 
@@ -42,7 +42,6 @@ import contextlib
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterable
 from concurrent.futures import Executor
 from typing import Any, Final
@@ -56,6 +55,7 @@ from agentstream.runtime.action_state import ActionStateStore
 from agentstream.runtime.counts import RuntimeCounts
 from agentstream.runtime.eventtime import EventTimeTracker
 from agentstream.runtime.keyrun import KeyRun
+from agentstream.runtime.limit import ConcurrencyLimit
 from agentstream.runtime.memory import MemoryStore
 from agentstream.runtime.ports import (
     ErrorHandler,
@@ -75,7 +75,6 @@ DONE: Final = _adopt.DONE
 adopt: Final = _adopt.adopt
 first_step: Final = _adopt.first_step
 _clock: Final = time.perf_counter
-_UNLIMITED: Final = 1 << 62
 DEFAULT_MAX_EVENTS_PER_INPUT: Final = 1000
 # InputEvent(**fields) without pydantic's Python-level __init__ (one is built per input).
 _new_input_event: Callable[[dict[str, Any]], InputEvent] = (
@@ -163,13 +162,10 @@ class Operator(ActionStep):
         self._has_input: Callable[[Hashable, int], bool] = action_states.has_input
         self._prune_input: Callable[[Hashable, int], None] = action_states.prune
         self._on_fatal = on_fatal
-        self._free = max_concurrency or _UNLIMITED  # slots: inputs that may start now
-        self._queued: deque[Hashable] = deque()  # keys waiting for a slot, first come first
-        self._handoffs = 0  # freed slots not yet handed to a waiting key
-        self._handing = False
+        self._limit = ConcurrencyLimit(max_concurrency)
         self._prune_finished = prune_finished
         self._per_partition = per_partition
-        self._runs: dict[Hashable, KeyRun] = {}  # the key's input in progress (holds a slot)
+        self._runs: dict[Hashable, KeyRun] = {}  # the key's input in progress (holds a permit)
         self._finished: list[tuple[Hashable, int]] = []
         self.inputs_in_flight = 0  # accepted (running, queued or pending) and not finished
         self._incarnation = uuid.uuid4().hex[:8]
@@ -230,12 +226,13 @@ class Operator(ActionStep):
 
     async def cancel(self, predicate: Callable[[InputRecord], bool]) -> None:
         """Stop the keys whose current input matches (its partition was revoked)."""
-        stopped = []
-        for slot in list(self._queued):  # first: a freed slot must not go to a doomed key
+
+        def in_line(slot: Hashable) -> bool:
             rec = self.key_state.get(slot)
-            if rec is not None and rec.current is not None and predicate(rec.current):
-                self._queued.remove(slot)
-                stopped.append(slot)
+            return rec is not None and rec.current is not None and predicate(rec.current)
+
+        # First the keys in line: a permit given back must not go to a doomed key.
+        stopped = self._limit.withdraw(in_line)
         doomed = [
             (slot, task)
             for slot, task in self._runners.items()
@@ -313,7 +310,7 @@ class Operator(ActionStep):
     def _start(self, slot: Hashable, rec: KeyRecord) -> None:
         """Run the key's inputs inline until one waits; then hand the key to a task."""
         try:
-            while self._take_slot(slot):
+            while self._limit.acquire(slot):
                 run = self._begin_input(slot, rec)
                 waiting = self._advance(run)
                 if waiting is not None:
@@ -325,40 +322,13 @@ class Operator(ActionStep):
         except Exception as exc:
             self._crashed(slot, exc)
 
-    def _take_slot(self, slot: Hashable) -> bool:
-        """Take a slot for the key's next input, or queue the key for one (False)."""
-        if self._free > 0 and not self._queued:
-            self._free -= 1
-            return True
-        self._queued.append(slot)
-        return False
-
-    def _give_slot(self) -> None:
-        """An input ended: its slot goes to the first waiting key, if any.
-
-        The waiting key runs inline like any other, and may end inputs, and so give slots,
-        itself: those are handed out by the outermost call's loop (no recursion).
-        """
-        if not self._queued:
-            self._free += 1
-            return
-        self._handoffs += 1
-        if self._handing:
-            return
-        self._handing = True
-        try:
-            while self._handoffs and self._queued:
-                self._handoffs -= 1
-                slot = self._queued.popleft()
-                rec = self._get_key(slot)
-                if rec is None or rec.current is None:  # cancelled meanwhile
-                    self._handoffs += 1
-                    continue
-                self._spawn(slot, self._run_key(slot, None, None, rec))
-            self._free += self._handoffs
-            self._handoffs = 0
-        finally:
-            self._handing = False
+    def _run_waiting(self, slot: Hashable) -> bool:
+        """Run a key that waited for a permit (False: it has nothing to run any more)."""
+        rec = self._get_key(slot)
+        if rec is None or rec.current is None:
+            return False
+        self._spawn(slot, self._run_key(slot, None, None, rec))
+        return True
 
     def _spawn(self, slot: Hashable, runner: Coroutine[Any, Any, None]) -> None:
         """Give the key a runner task.
@@ -379,7 +349,7 @@ class Operator(ActionStep):
         rec: KeyRecord | None = None,
     ) -> None:
         """A key's runner task: finishes ``run`` (waiting on ``waiting``), then the next
-        inputs; with ``run`` None, starts the current input of ``rec`` (given a slot)."""
+        inputs; with ``run`` None, starts the current input of ``rec`` (given a permit)."""
         try:
             while True:
                 if run is None:
@@ -390,7 +360,7 @@ class Operator(ActionStep):
                     await waiting
                     waiting = self._advance(run)
                 rec = self._finish_input(slot, run, None)
-                if rec.current is None or not self._take_slot(slot):
+                if rec.current is None or not self._limit.acquire(slot):
                     return
                 run = None
         except Exception as exc:
@@ -398,13 +368,13 @@ class Operator(ActionStep):
         finally:
             self._runners.pop(slot, None)
             if self._runs.pop(slot, None) is not None:  # cancelled or crashed mid-input
-                self._give_slot()
+                self._limit.release(self._run_waiting)
 
     def _crashed(self, slot: Hashable, exc: Exception) -> None:
         """A key's loop failed outside any step: the key cannot go on in this process."""
         log.error("the runner of key %r failed; stopping it", slot, exc_info=exc)
         if self._runs.pop(slot, None) is not None:
-            self._give_slot()
+            self._limit.release(self._run_waiting)
         self.fatal.append(exc)
         if self._on_fatal is not None:
             self._on_fatal(exc)
@@ -461,7 +431,7 @@ class Operator(ActionStep):
             run.waiter = None
 
     def _finish_input(self, slot: Hashable, run: KeyRun, rec: KeyRecord | None) -> KeyRecord:
-        """Record the input as done, give its slot back and make the next pending input
+        """Record the input as done, give its permit back and make the next pending input
         current; returns the key's record.
 
         ``rec`` is the key's record if the caller holds the current one (None: read it).
@@ -484,5 +454,5 @@ class Operator(ActionStep):
         if record.timestamp is not None:
             self.event_time.finished(record.partition, record.timestamp)
         del self._runs[slot]
-        self._give_slot()
+        self._limit.release(self._run_waiting)
         return rec

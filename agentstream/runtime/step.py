@@ -46,10 +46,11 @@ from agentstream.runtime.action_state import ActionState, ActionStateStore, new_
 from agentstream.runtime.context import ReplayMismatch, RunnerContextImpl
 from agentstream.runtime.counts import RuntimeCounts
 from agentstream.runtime.eventtime import EventTimeTracker
-from agentstream.runtime.keyrun import KeyRun, Verification
+from agentstream.runtime.keyrun import KeyRun
 from agentstream.runtime.memory import Snapshot
 from agentstream.runtime.ports import ErrorHandler, EventRouter, OutputSink, Waiting
-from agentstream.serde import encode_event, unpack_event
+from agentstream.runtime.verify import replay_check
+from agentstream.serde import unpack_event
 
 __all__ = ["ActionStep"]
 
@@ -392,7 +393,7 @@ class ActionStep:
             await self._barrier()
         if self._always_replay:
             try:
-                events = await self._replay_check(run, action, event, snapshot)
+                events = await replay_check(self, run, action, event, snapshot)
             except ReplayMismatch as exc:
                 assert event.id is not None
                 error = NonDeterministicActionError(
@@ -418,46 +419,3 @@ class ActionStep:
         self.failures.append(error)
         run.abort()
         return None
-
-    async def _replay_check(
-        self,
-        run: KeyRun,
-        action: Action,
-        event: Event,
-        before: tuple[Snapshot, Snapshot | None],
-    ) -> tuple[Event, ...]:
-        """The "always replay" step: drop caches, rebuild from the record, re-run, compare."""
-        assert event.id is not None
-        recorded = self.action_states.get(run.slot, run.seq, action.name, event.id)
-        if recorded is None or not recorded.completed:
-            raise ReplayMismatch("the action state store lost the record just written")
-        events = tuple(unpack_event(e) for e in recorded.sent_events)
-        run.restore(before)
-        twin = Verification(run.key, run.short.copy(), run.sensory.copy())
-        run.apply(recorded.memory_updates)
-
-        ctx = RunnerContextImpl(self, action, event, run.slot, run.seq, twin, recorded, verify=True)
-        try:
-            result = action.fn(event, ctx)
-            if inspect.isawaitable(result):
-                await result
-        except ReplayMismatch:
-            raise
-        except Exception as exc:
-            raise ReplayMismatch(
-                f"raised {type(exc).__name__}: {exc} on replay but completed the first time"
-            ) from exc
-        finally:
-            ctx.close()
-        again = [encode_event(e) for e in ctx.events]
-        if again != [encode_event(e) for e in events]:
-            raise ReplayMismatch(
-                f"sent {again} on replay, {[encode_event(e) for e in events]} the first time"
-            )
-        if [list(u) for u in ctx.updates] != [list(u) for u in recorded.memory_updates]:
-            raise ReplayMismatch("made different memory updates on replay")
-        if len(ctx.calls) != len(recorded.calls):
-            raise ReplayMismatch(
-                f"made {len(ctx.calls)} durable calls on replay, {len(recorded.calls)} before"
-            )
-        return events

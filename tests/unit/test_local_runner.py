@@ -114,6 +114,30 @@ def test_max_concurrency_limits_keys_in_flight() -> None:
     assert peak == 3
 
 
+def test_keys_waiting_for_the_cap_run_first_come_first_served_without_recursion() -> None:
+    """Scenario: a cap of 1; the first key waits (async), then 5,000 keys with sync actions
+    queue behind it, and a key sends a second input while in line.
+    We expect: every input runs, keys in the order they queued (each key's inputs in
+    order), and handing the freed permit down a line of 5,000 keys does not recurse."""
+    order: list[tuple[str, int]] = []
+
+    class Mixed(Agent):
+        @action(InputEvent)
+        async def run(event: InputEvent, ctx: RunnerContext) -> None:
+            if event.input == "first":
+                await asyncio.sleep(0.01)
+            order.append((ctx.key, event.input))
+            ctx.send_event(OutputEvent(output=event.input))
+
+    keys = [f"k{i}" for i in range(5000)]
+    inputs = [("a", "first"), *[(k, 0) for k in keys], ("k1", 1)]
+    outputs = LocalRunner(Mixed(), max_concurrency=1).run(inputs)
+    assert len(outputs) == len(inputs)
+    assert order[0] == ("a", "first")
+    assert [k for k, _ in order[1:5001]] == keys
+    assert order[-1] == ("k1", 1)
+
+
 def test_recursive_events_and_source_timestamp() -> None:
     """Events recurse until OutputEvents; outputs carry the input's source timestamp."""
 
