@@ -40,6 +40,7 @@ from agentstream.errors import BrokerError, ConfigurationError
 
 __all__ = [
     "EMBEDDED_BROKER_CLIENT_SETTINGS",
+    "KAFKA_CLIENT_SETTINGS",
     "TANSU_CLUSTER_ID",
     "ClientKind",
     "EmbeddedBroker",
@@ -102,6 +103,22 @@ watermark (``consumer.highwater(tp)`` after a fetch) instead; it is correct ever
 """
 
 
+KAFKA_CLIENT_SETTINGS: Mapping[ClientKind, Mapping[str, Any]] = MappingProxyType(
+    {
+        "consumer": MappingProxyType({}),
+        "producer": MappingProxyType(
+            {
+                # Kafka's own clients are idempotent by default (since 3.0), aiokafka's are
+                # not: without it a retried batch can be written twice or out of order.
+                "enable_idempotence": True,
+            }
+        ),
+        "admin": MappingProxyType({}),
+    }
+)
+"""aiokafka settings on a real Kafka, per client kind (otherwise aiokafka's defaults)."""
+
+
 def client_settings(
     embedded: bool,
     overrides: Mapping[str, Any] | None = None,
@@ -112,14 +129,16 @@ def client_settings(
 
     Args:
         embedded: whether the client talks to the embedded (Tansu) broker; only then are
-            :data:`EMBEDDED_BROKER_CLIENT_SETTINGS` applied.
+            :data:`EMBEDDED_BROKER_CLIENT_SETTINGS` applied, otherwise
+            :data:`KAFKA_CLIENT_SETTINGS`.
         overrides: settings that win over the workarounds.
         kind: the client the settings are for.
 
     Returns:
         A new dict, safe to mutate.
     """
-    settings: dict[str, Any] = dict(EMBEDDED_BROKER_CLIENT_SETTINGS[kind]) if embedded else {}
+    defaults = EMBEDDED_BROKER_CLIENT_SETTINGS if embedded else KAFKA_CLIENT_SETTINGS
+    settings: dict[str, Any] = dict(defaults[kind])
     settings.update(overrides or {})
     return settings
 

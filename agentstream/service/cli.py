@@ -202,6 +202,9 @@ def send(
 
     app = load_app(app_spec)
     app.configure(**_overrides(broker=broker))
+    if not app.settings.embedded_broker and asyncio.run(_detect_embedded(app)):
+        # Tansu refuses idempotent producers.
+        app.configure(**_overrides(broker=broker), embedded_broker=True)
     if app.settings.input_codec == "json":
         try:
             json.loads(value)

@@ -14,7 +14,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from agentstream.service.app import AgentApp
-from agentstream.service.broker import ensure_topics
+from agentstream.service.broker import client_settings, ensure_topics
 from agentstream.service.codecs import codec_for, decode_key, encode_key
 
 __all__ = ["follow", "run_demo", "send_records"]
@@ -33,7 +33,8 @@ async def send_records(app: AgentApp, records: Iterable[tuple[Any, bytes, int | 
         client_kwargs=s.client_kwargs(),
     )
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, enable_idempotence=False, **s.client_kwargs()
+        bootstrap_servers=bootstrap,
+        **client_settings(s.embedded_broker, s.client_kwargs(), kind="producer"),
     )
     await producer.start()
     try:

@@ -101,6 +101,7 @@ def test_failed_start_quotes_the_broker_output(tmp_path) -> None:
 
 def test_client_settings_apply_workarounds_only_on_the_embedded_broker() -> None:
     assert client_settings(False, {"client_id": "x"}) == {"client_id": "x"}
+    assert client_settings(False, kind="producer") == {"enable_idempotence": True}
     consumer = client_settings(True, {"fetch_max_wait_ms": 50})
     assert consumer["session_timeout_ms"] == 2000
     assert consumer["fetch_max_wait_ms"] == 50  # overrides win
