@@ -20,6 +20,7 @@ from agentstream.llm.events import (
     ToolRequestEvent,
     ToolResponseEvent,
 )
+from agentstream.llm.mcp import MCPServer, mcp_prompt
 from agentstream.llm.memory import LongTermMemory, LongTermMemoryConfig, MemoryItem
 from agentstream.llm.messages import ChatMessage, TokenUsage, ToolCall
 from agentstream.llm.models import ChatModel, RetryPolicy
@@ -38,6 +39,7 @@ __all__ = [
     "LLMError",
     "LongTermMemory",
     "LongTermMemoryConfig",
+    "MCPServer",
     "MemoryItem",
     "OpenAIChatModel",
     "OpenAIEmbeddingModel",
@@ -48,6 +50,7 @@ __all__ = [
     "ToolCall",
     "ToolRequestEvent",
     "ToolResponseEvent",
+    "mcp_prompt",
     "tool",
 ]
 

@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from agentstream.api.context import RunnerContext
-from agentstream.api.metrics import MetricGroup
+from agentstream.llm._probe import LATENCY_BUCKETS, Probe, saved_by_replay
 from agentstream.llm.errors import ChatLoopError, ChatModelError
 from agentstream.llm.events import (
     ChatRequestEvent,
@@ -31,6 +31,7 @@ from agentstream.llm.events import (
     ToolRequestEvent,
     ToolResponseEvent,
 )
+from agentstream.llm.mcp import MCPServer, call_tool_durably, list_tools_durably
 from agentstream.llm.messages import ChatMessage, TokenUsage
 from agentstream.llm.models import ChatModel
 from agentstream.llm.tools import Tool, as_tool, plain
@@ -40,24 +41,6 @@ __all__ = ["CHAT_ACTION", "TOOL_ACTION", "chat_model_action", "tool_call_action"
 CHAT_ACTION = "chat_model_action"
 TOOL_ACTION = "tool_call_action"
 _CONVERSATIONS = "_agentstream_chat"
-LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-
-
-class Probe:
-    """Tells an action whether its durable call ran (else it was answered from the record)
-    and carries the metric group the call reports to."""
-
-    __slots__ = ("called", "group")
-
-    def __init__(self, group: MetricGroup):
-        self.group = group
-        self.called = False
-
-
-def saved_by_replay(ctx: RunnerContext, kind: str) -> None:
-    ctx.action_metric_group.sub_group("kind", kind).counter(
-        "llm_calls_saved", "Model and tool calls answered from the record, not made again."
-    ).inc()
 
 
 async def _call_model(
@@ -133,6 +116,7 @@ async def chat_model_action(event: Any, ctx: RunnerContext) -> None:
             "model": event.model,
             "messages": [m.model_dump() for m in event.messages],
             "tools": list(event.tools),
+            **await _resolve_tools(ctx, event.tools),
             "output_schema": event.output_schema,
             "options": dict(event.options),
             "max_iterations": event.max_iterations or model.max_iterations,
@@ -151,6 +135,23 @@ async def chat_model_action(event: Any, ctx: RunnerContext) -> None:
     state = dict(saved)
     state["answers"] = {**state["answers"], event.tool_call_id: _answer(event)}
     await _converse(ctx, state)
+
+
+async def _resolve_tools(ctx: RunnerContext, names: list[str]) -> dict[str, Any]:
+    """The schemas of the request's tools, and which resource provides each: a tool
+    resource itself (None), or the MCP server resource that lists it."""
+    schemas: list[dict[str, Any]] = []
+    owners: dict[str, str | None] = {}
+    for name in names:
+        resource = ctx.get_resource(name)
+        if isinstance(resource, MCPServer):
+            for schema in await list_tools_durably(ctx, name):
+                schemas.append(schema)
+                owners[schema["function"]["name"]] = name
+        else:
+            schemas.append(as_tool(resource, name).schema())
+            owners[name] = None
+    return {"tool_schemas": schemas, "owners": owners}
 
 
 def _answer(event: ToolResponseEvent) -> dict[str, Any]:
@@ -212,11 +213,11 @@ async def _converse(ctx: RunnerContext, state: dict[str, Any]) -> None:
             return
         answers: dict[str, Any] = {}
         for call in calls:
-            if call["name"] not in state["tools"]:
+            if call["name"] not in state["owners"]:
                 answers[call["id"]] = {
                     "name": call["name"],
                     "content": f"error: no tool named {call['name']!r}; "
-                    f"the tools are {state['tools']}",
+                    f"the tools are {sorted(state['owners'])}",
                 }
             else:
                 ctx.send_event(
@@ -226,6 +227,7 @@ async def _converse(ctx: RunnerContext, state: dict[str, Any]) -> None:
                         tool_call_id=call["id"],
                         name=call["name"],
                         arguments=call.get("arguments") or {},
+                        resource=state["owners"][call["name"]],
                     )
                 )
         state = {**state, "pending": list(calls), "answers": answers}
@@ -233,7 +235,7 @@ async def _converse(ctx: RunnerContext, state: dict[str, Any]) -> None:
 
 async def _model_call(ctx: RunnerContext, state: dict[str, Any]) -> dict[str, Any]:
     model = _chat_model(ctx, state["model"])
-    tools = [as_tool(ctx.get_resource(name), name).schema() for name in state["tools"]]
+    tools = state["tool_schemas"]
     probe = Probe(ctx.action_metric_group)
     result: dict[str, Any] = await ctx.durable_execute_async(
         functools.partial(_call_model, model, probe),
@@ -250,6 +252,10 @@ async def _model_call(ctx: RunnerContext, state: dict[str, Any]) -> dict[str, An
 
 async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
     """Runs one tool call (durably) and sends its :class:`ToolResponseEvent`."""
+    if event.resource is not None:  # a tool of an MCP server
+        outcome = await call_tool_durably(ctx, event.resource, event.name, event.arguments)
+        ctx.send_event(_response(event, outcome))
+        return
     try:
         tool = as_tool(ctx.get_resource(event.name), event.name)
     except KeyError:
@@ -268,12 +274,14 @@ async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
     )
     if not probe.called:
         saved_by_replay(ctx, "tool")
-    ctx.send_event(
-        ToolResponseEvent(
-            request_id=event.request_id,
-            tool_call_id=event.tool_call_id,
-            name=event.name,
-            result=outcome.get("result") if outcome["ok"] else None,
-            error=None if outcome["ok"] else str(outcome.get("error")),
-        )
+    ctx.send_event(_response(event, outcome))
+
+
+def _response(event: ToolRequestEvent, outcome: dict[str, Any]) -> ToolResponseEvent:
+    return ToolResponseEvent(
+        request_id=event.request_id,
+        tool_call_id=event.tool_call_id,
+        name=event.name,
+        result=outcome.get("result") if outcome["ok"] else None,
+        error=None if outcome["ok"] else str(outcome.get("error")),
     )

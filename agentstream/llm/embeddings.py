@@ -13,7 +13,7 @@ import time
 from typing import Any, Protocol, runtime_checkable
 
 from agentstream.api.context import RunnerContext
-from agentstream.llm._actions import LATENCY_BUCKETS, Probe, saved_by_replay
+from agentstream.llm._probe import LATENCY_BUCKETS, Probe, saved_by_replay
 from agentstream.llm.errors import ChatModelError
 
 __all__ = ["EmbeddingModel", "cosine", "embed_durably", "normalize"]

@@ -79,6 +79,8 @@ class ToolRequestEvent(Event):
         tool_call_id: the model's id of the call.
         name: the tool's name.
         arguments: its arguments.
+        resource: the MCP server resource providing the tool; None when the tool is a
+            resource itself.
     """
 
     request_id: str
@@ -86,6 +88,7 @@ class ToolRequestEvent(Event):
     tool_call_id: str
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    resource: str | None = None
 
 
 class ToolResponseEvent(Event):
