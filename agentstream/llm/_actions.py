@@ -253,8 +253,8 @@ async def _model_call(ctx: RunnerContext, state: dict[str, Any]) -> dict[str, An
 async def tool_call_action(event: ToolRequestEvent, ctx: RunnerContext) -> None:
     """Runs one tool call (durably) and sends its :class:`ToolResponseEvent`."""
     if event.resource is not None:  # a tool of an MCP server
-        outcome = await call_tool_durably(ctx, event.resource, event.name, event.arguments)
-        ctx.send_event(_response(event, outcome))
+        answer = await call_tool_durably(ctx, event.resource, event.name, event.arguments)
+        ctx.send_event(_response(event, answer))
         return
     try:
         tool = as_tool(ctx.get_resource(event.name), event.name)
