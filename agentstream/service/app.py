@@ -12,6 +12,7 @@ dead-letter topic (``<name>-dead-letters`` unless set).
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -19,6 +20,8 @@ from agentstream.api.agent import Agent
 from agentstream.errors import ConfigurationError
 from agentstream.observability.eventlog import EventLoggerConfig
 from agentstream.service.settings import Settings
+
+log = logging.getLogger(__name__)
 
 __all__ = ["AgentApp"]
 
@@ -91,6 +94,35 @@ class AgentApp:
             self.output_topic: n,
             self.dead_letter_topic: 1,
         }
+
+    async def create_topics(self, bootstrap: str, client_kwargs: dict[str, Any]) -> None:
+        """Create the app's topics where missing.
+
+        Input, internal events and changelog must be co-partitioned: an existing one with
+        another partition count is an error. Output and dead letters may be shared with
+        others: an existing one is used as it is.
+        """
+        from agentstream.service.broker import ensure_topics
+
+        topics, s = self.topics(), self.settings
+        strict = (self.input_topic, self.internal_topic, self.changelog_topic)
+        await ensure_topics(
+            bootstrap,
+            {t: topics[t] for t in strict},
+            replication_factor=s.replication_factor,
+            client_kwargs=client_kwargs,
+            topic_configs={self.changelog_topic: {"cleanup.policy": "compact"}},
+        )
+        for topic in (self.output_topic, self.dead_letter_topic):
+            try:
+                await ensure_topics(
+                    bootstrap,
+                    {topic: topics[topic]},
+                    replication_factor=s.replication_factor,
+                    client_kwargs=client_kwargs,
+                )
+            except ConfigurationError as exc:
+                log.info("using existing topic %s as it is: %s", topic, exc)
 
     def __repr__(self) -> str:
         return f"<AgentApp {self.name} {self.input_topic} -> {self.output_topic}>"

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -48,7 +47,7 @@ from agentstream.runtime.operator import Operator
 from agentstream.runtime.records import InputRecord
 from agentstream.serde import loads, unpack_event
 from agentstream.service.app import AgentApp
-from agentstream.service.broker import client_settings, ensure_topics
+from agentstream.service.broker import client_settings
 from agentstream.service.codecs import codec_for, decode_key
 from agentstream.service.kafka_errors import kafka_errors
 from agentstream.service.output import (
@@ -60,13 +59,12 @@ from agentstream.service.output import (
 )
 from agentstream.service.settings import mask_url
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
+from agentstream.service.watch import BrokerWatch, KeySpread
 from agentstream.state.changelog import ChangelogStore
 
 __all__ = ["HEADER_EVENT_ID", "HEADER_WATERMARK", "NO_WATERMARK", "DeadLettered", "Worker"]
 
 log = logging.getLogger(__name__)
-
-_KEYS_REMEMBERED = 100_000  # keys whose partition is remembered, to warn of a second one
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -109,10 +107,8 @@ class Worker:
         self._operator: Operator | None = None
         self._event_logger: EventLogger | None = None
         self._output: KafkaOutput | None = None
-        self._key_partition: dict[Any, int] = {}  # the first input partition of each key
-        self._warned_keys: set[Any] = set()
-        self.broker_ok_at = time.monotonic()  # when the broker last answered
-        self.broker_error: str | None = None
+        self._spread = KeySpread(self.metrics)
+        self._broker_watch: BrokerWatch | None = None
         self._positions: dict[TopicPartition, int] = {}
         self._assigned: set[int] = set()
         self._paused = False
@@ -136,26 +132,7 @@ class Worker:
     async def start(self) -> None:
         s, app = self.settings, self.app
         try:
-            topics = app.topics()
-            # Input, internal events and changelog must be co-partitioned: strict.
-            await ensure_topics(
-                self._bootstrap,
-                {t: topics[t] for t in (app.input_topic, app.internal_topic, app.changelog_topic)},
-                replication_factor=s.replication_factor,
-                client_kwargs=self._client,
-                topic_configs={app.changelog_topic: {"cleanup.policy": "compact"}},
-            )
-            # Output and dead letters: created if missing; an existing one may differ.
-            for topic in (app.output_topic, app.dead_letter_topic):
-                try:
-                    await ensure_topics(
-                        self._bootstrap,
-                        {topic: topics[topic]},
-                        replication_factor=s.replication_factor,
-                        client_kwargs=self._client,
-                    )
-                except ConfigurationError as exc:
-                    log.info("using existing topic %s as it is: %s", topic, exc)
+            await app.create_topics(self._bootstrap, self._client)
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self._bootstrap,
                 acks="all",
@@ -221,11 +198,14 @@ class Worker:
         )
         self._consumer.subscribe([app.input_topic, app.internal_topic], listener=_Rebalance(self))
         await self._consumer.start()
+        self._broker_watch = BrokerWatch(
+            self._producer.client, self.metrics, s.broker_unreachable_grace_s
+        )
         self._tasks = [
             asyncio.create_task(self._consume_loop(), name="agentstream-consume"),
             asyncio.create_task(self._commit_loop(), name="agentstream-commit"),
             asyncio.create_task(self._lag_loop(), name="agentstream-lag"),
-            asyncio.create_task(self._broker_loop(), name="agentstream-broker-check"),
+            asyncio.create_task(self._broker_watch.run(), name="agentstream-broker-check"),
         ]
         log.info("worker of %s started on %s", app.name, mask_url(s.broker))
 
@@ -330,7 +310,7 @@ class Worker:
             return
         key = decode_key(message.key)
         if key is not None:
-            self._note_partition(key, message.partition)
+            self._spread.note(key, message.partition)
         self.operator.on_input(
             InputRecord(
                 key=key,
@@ -341,26 +321,6 @@ class Worker:
                 offset=message.offset,
             )
         )
-
-    def _note_partition(self, key: Any, partition: int) -> None:
-        """Count (and warn once of) a key seen on a second input partition."""
-        first = self._key_partition.setdefault(key, partition)
-        if first == partition:
-            if len(self._key_partition) > _KEYS_REMEMBERED:  # forget the oldest half
-                for old in list(self._key_partition)[: _KEYS_REMEMBERED // 2]:
-                    del self._key_partition[old]
-            return
-        self.metrics.keys_on_several_partitions.inc()
-        if key not in self._warned_keys and len(self._warned_keys) < _KEYS_REMEMBERED:
-            self._warned_keys.add(key)
-            log.warning(
-                "key %r arrives on input partitions %d and %d: each partition's records of "
-                "it are processed as their own key (own order, own memory). Producers "
-                "should partition by key with one partitioner (Kafka's default, murmur2)",
-                key,
-                first,
-                partition,
-            )
 
     async def _undecodable(self, message: Any, exc: Exception) -> None:
         assert self._output is not None
@@ -419,38 +379,9 @@ class Worker:
                     max(highwater - position, 0)
                 )
 
-    async def _broker_loop(self) -> None:
-        """Ask the broker for metadata every second: /health reports whether it answers.
-
-        Nothing is restarted when it does not: the clients reconnect on their own.
-        """
-        assert self._producer is not None
-        client = self._producer.client
-        while not self.stopped.is_set():
-            try:
-                async with asyncio.timeout(5.0):
-                    await client.fetch_all_metadata()
-            except Exception as exc:
-                if self.broker_error is None:
-                    log.warning("the broker does not answer: %r", exc)
-                self.broker_error = f"{type(exc).__name__}: {exc}" if str(exc) else repr(exc)
-                self.metrics.broker_connected.set(0)
-            else:
-                if self.broker_error is not None:
-                    log.info("the broker answers again")
-                self.broker_error = None
-                self.broker_ok_at = time.monotonic()
-                self.metrics.broker_connected.set(1)
-            await asyncio.sleep(1.0)
-
     def broker_unreachable(self) -> str | None:
         """Why the broker counts as unreachable (past the grace period), or None."""
-        if self.broker_error is None:
-            return None
-        silent = time.monotonic() - self.broker_ok_at
-        if silent < self.settings.broker_unreachable_grace_s:
-            return None
-        return f"no answer from the broker for {silent:.0f} s ({self.broker_error})"
+        return None if self._broker_watch is None else self._broker_watch.unreachable()
 
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in revoked if tp.topic == self.app.input_topic}
