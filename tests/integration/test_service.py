@@ -183,6 +183,12 @@ async def test_bad_records_and_failing_actions_go_to_the_dead_letter_topic(
     assert headers["agentstream-error-type"] == "builtins.ValueError"
     assert headers["agentstream-error-message"] == "exploded on purpose"
     assert headers["agentstream-action"] == "run"
+    # Where the user's code failed: file:line of the raise, and the whole traceback.
+    path, line = headers["agentstream-error-location"].rsplit(":", 1)
+    assert Path(path).resolve() == Path(__file__).resolve()
+    assert "raise ValueError" in Path(path).read_text().splitlines()[int(line) - 1]
+    assert "exploded on purpose" in headers["agentstream-error-traceback"]
+    assert "test_service.py" in headers["agentstream-error-traceback"]
     assert (
         headers["agentstream-event-id"]
         == f"{app.input_topic}/{failed.partition}/" + headers["agentstream-source-offset"]
