@@ -26,6 +26,7 @@ from agentstream.llm.messages import ChatMessage, TokenUsage, ToolCall
 from agentstream.llm.models import ChatModel, RetryPolicy
 from agentstream.llm.openai_models import OpenAIChatModel, OpenAIEmbeddingModel
 from agentstream.llm.tools import Tool, tool
+from agentstream.llm.vectorstores import QdrantVectorStore, VectorStore, retrieve
 
 __all__ = [
     "AnthropicChatModel",
@@ -44,13 +45,16 @@ __all__ = [
     "OpenAIChatModel",
     "OpenAIEmbeddingModel",
     "OutputValidationError",
+    "QdrantVectorStore",
     "RetryPolicy",
     "TokenUsage",
     "Tool",
     "ToolCall",
     "ToolRequestEvent",
     "ToolResponseEvent",
+    "VectorStore",
     "mcp_prompt",
+    "retrieve",
     "tool",
 ]
 

@@ -53,6 +53,9 @@ def test_toolkit_names_are_pinned() -> None:
         "OpenAIChatModel",
         "AnthropicChatModel",
         "OpenAIEmbeddingModel",
+        "MCPServer",
+        "QdrantVectorStore",
+        "retrieve",
         "tool",
     ):
         assert name in agentstream.llm.__all__
