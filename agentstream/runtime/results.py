@@ -172,16 +172,27 @@ def encode_result(fn: Callable[..., Any], value: Any) -> bytes:
         raise _fail(fn, value, str(exc)) from exc
     except Exception as exc:  # pydantic: the value does not fit the declared type
         raise _fail(fn, value, f"{type(exc).__name__}: {exc}") from exc
-    if type(back) is not cls or not (back == value or _reencoded(adapter, back, data)):
+    if not (
+        _equal(back, value) or (adapter is not None and _equal(adapter.dump_python(back), data))
+    ):
         raise _fail(fn, value, f"it would be read back as {back!r}")
     return blob
 
 
-def _reencoded(adapter: TypeAdapter[Any] | None, back: Any, data: Any) -> bool:
-    """Whether ``back`` dumps to ``data`` again (values unequal to themselves: NaN,
-    dataclasses with ``eq=False``)."""
-    again = back if adapter is None else adapter.dump_python(back)
-    return bool(dumps(again) == dumps(data))
+def _equal(a: Any, b: Any) -> bool:
+    """``a == b`` where containers also match in type (a tuple is no list) and NaN equals
+    NaN; a model or dataclass compared by ``==`` failing that (``eq=False``) is compared
+    by its dump in the caller."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is float:
+        return bool(a == b or (a != a and b != b))
+    if kind is list or kind is tuple:
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b, strict=True))
+    if kind is dict:
+        return a.keys() == b.keys() and all(_equal(v, b[k]) for k, v in a.items())
+    return bool(a == b)
 
 
 def decode_result(fn: Callable[..., Any], blob: bytes) -> Any:

@@ -315,3 +315,40 @@ def test_recorded_state_bytes_carry_the_record_version() -> None:
     assert decode_record(ActionState, data) == state
     with pytest.raises(SerializationError, match="version 9"):
         decode_record(ActionState, b"\x09" + data[1:])
+
+
+@dataclasses.dataclass(eq=False)
+class Reading:
+    value: float
+    tags: tuple[str, ...]
+
+
+def _reading(question: str) -> Reading:
+    CALLS.append(question)
+    return Reading(0.5, ("a", "b"))
+
+
+def test_values_equal_only_by_their_dump_round_trip() -> None:
+    """A dataclass without ``__eq__`` is recorded (compared by its dump), and so is NaN."""
+    from agentstream.runtime.results import decode_result, encode_result
+
+    store = InMemoryActionStateStore(serialize=True)
+    back = crash_then_recover(_reading, store)
+    assert isinstance(back, Reading) and back.value == 0.5 and back.tags == ("a", "b")
+    assert CALLS == ["q"]
+    nan = decode_result(_reading, encode_result(_reading, Reading(float("nan"), ())))
+    assert nan.value != nan.value
+    [plain] = decode_result(len, encode_result(len, [float("nan")]))
+    assert plain != plain
+
+
+def _loose(question: str) -> dict:  # type: ignore[type-arg]
+    return {"pair": (1, 2)}
+
+
+def test_a_tuple_inside_a_loosely_typed_result_fails_at_the_call() -> None:
+    """Scenario: the declared type (``-> dict``) does not say the inner value is a tuple.
+    We expect: the call fails, since it would come back as a list."""
+    with pytest.raises(ActionExecutionError) as caught:
+        LocalRunner(calls_agent(_loose, {"on": False})).run([("k", "q")])
+    assert "read back as" in str(caught.value.cause)
