@@ -31,6 +31,7 @@ from agentstream.runtime.records import (
     KeyStateBackend,
     new_input_record,
 )
+from agentstream.testing._replay_default import always_replay_default
 from agentstream.testing.scripted_server import ScriptedChatServer, ScriptedReply, ScriptedRequest
 
 __all__ = [
@@ -93,7 +94,8 @@ class LocalRunner:
         event_logger: receives one record per processed event.
         metrics: runtime metrics (a fresh registry if None).
         always_replay: after every action, rebuild from the recorded state and re-run the
-            action to check it is deterministic.
+            action to check it is deterministic (None: the process-wide default, off unless
+            a test suite turns it on, see :mod:`agentstream.testing._replay_default`).
         error_policy: "raise" (default: other keys finish, then the first
             :class:`ActionExecutionError` is raised), "collect" (errors are kept in
             :attr:`errors`), or an async callable ``(error, event, record)``.
@@ -118,7 +120,7 @@ class LocalRunner:
         event_logger: EventLogger | None = None,
         *,
         metrics: RuntimeMetrics | None = None,
-        always_replay: bool = False,
+        always_replay: bool | None = None,
         error_policy: Literal["raise", "collect"] | ErrorHandler = "raise",
         max_concurrency: int | None = None,
         key_state: KeyStateBackend | None = None,
@@ -138,7 +140,7 @@ class LocalRunner:
         self.metrics = metrics or RuntimeMetrics()
         self.errors: list[ActionExecutionError] = []
         self._policy = error_policy
-        self._always_replay = always_replay
+        self._always_replay = always_replay_default() if always_replay is None else always_replay
         self._max_concurrency = max_concurrency
         self._executor = executor
         self._auto_prune = auto_prune

@@ -109,6 +109,7 @@ def test_memory_refuses_unserializable_values() -> None:
     assert "'x'" in str(info.value.cause)
 
 
+@pytest.mark.no_always_replay("it counts errors of each action run; replay runs each twice")
 def test_context_and_memory_refused_from_another_thread() -> None:
     errors: list[BaseException] = []
 

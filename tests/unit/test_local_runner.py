@@ -30,6 +30,7 @@ def test_readme_example() -> None:
     assert sorted(outputs) == [("k1", "hello ann"), ("k2", "hello bob")]
 
 
+@pytest.mark.no_always_replay("it logs each action run; the replay check runs each twice")
 def test_same_key_strictly_in_order_one_at_a_time() -> None:
     """Scenario: three inputs of one key whose action sends a follow-up event after a delay.
     We expect: each input fully done (its follow-up processed) before the next starts."""
@@ -114,6 +115,7 @@ def test_max_concurrency_limits_keys_in_flight() -> None:
     assert peak == 3
 
 
+@pytest.mark.no_always_replay("it logs each action run; the replay check runs each twice")
 def test_keys_waiting_for_the_cap_run_first_come_first_served_without_recursion() -> None:
     """Scenario: a cap of 1; the first key waits (async), then 5,000 keys with sync actions
     queue behind it, and a key sends a second input while in line.
@@ -164,6 +166,7 @@ def test_recursive_events_and_source_timestamp() -> None:
     assert all(e.id and e.parent_id for e in runner.output_events)
 
 
+@pytest.mark.no_always_replay("it logs each action run; the replay check runs each twice")
 def test_sent_events_processed_only_after_the_action_finished() -> None:
     trace: list[str] = []
 
@@ -185,6 +188,7 @@ def test_sent_events_processed_only_after_the_action_finished() -> None:
     assert trace == ["send finished", "ping processed"]
 
 
+@pytest.mark.no_always_replay("it logs each action run; the replay check runs each twice")
 def test_one_type_several_actions_in_declaration_order_and_multi_type_action() -> None:
     trace: list[str] = []
 
@@ -215,6 +219,7 @@ def test_one_type_several_actions_in_declaration_order_and_multi_type_action() -
     assert trace == ["first", "second", "third", "A", "B"]
 
 
+@pytest.mark.no_always_replay("it logs each action run; the replay check runs each twice")
 def test_seq_short_term_persists_sensory_cleared() -> None:
     seen: list[tuple[int, int, object]] = []
 
@@ -259,6 +264,7 @@ def test_memory_objects_nested_paths() -> None:
     }
 
 
+@pytest.mark.no_always_replay("it logs each action run; the replay check runs each twice")
 def test_resources_and_action_config() -> None:
     got: list[object] = []
 
