@@ -26,6 +26,7 @@ def set_long_term_memory_factory(factory: Callable[[RunnerContext], Any]) -> Non
     global _long_term_memory_factory
     _long_term_memory_factory = factory
 
+
 Reconciler = Callable[..., Any]
 """Called with the durable call's arguments when an earlier attempt of the call started but
 its outcome was not recorded (the process died mid-call). It returns the call's outcome (for
