@@ -1,7 +1,9 @@
 """Observability: the event log and Prometheus metrics.
 
 - :mod:`agentstream.observability.eventlog` -- one record per processed event, written by
-  a pluggable :class:`EventLogger` (JSON lines by default) and readable back as events.
+  a pluggable :class:`EventLogger` (JSON lines by default); the record and its on-disk
+  form in :mod:`~agentstream.observability.eventlog_record`, the reader that turns the
+  lines back into events in :mod:`~agentstream.observability.eventlog_reader`.
 - :mod:`agentstream.observability.metrics` -- the runtime's built-in metrics and the
   metric groups agent authors use, on prometheus-client.
 """

@@ -1,24 +1,12 @@
-"""The event log: one record per event the runtime processes, readable back as events.
+"""The event log: one record per event the runtime processes, written by a logger.
 
-Mirrors Flink Agents' ``EventLogger`` / ``EventLoggerFactory`` / ``EventLoggerConfig`` /
-``EventLogRecordJsonDeserializer``. The runtime builds an :class:`EventLogRecord` for every
-event it processes (inputs, events sent by actions, outputs) and hands it to an
+Mirrors Flink Agents' ``EventLogger`` / ``EventLoggerFactory`` / ``EventLoggerConfig``. The
+runtime hands an :class:`EventLogRecord` (:mod:`~agentstream.observability.eventlog_record`,
+which also describes the on-disk format) for every processed event to an
 :class:`EventLogger`. Loggers are created by name from a registry
 (:func:`register_event_logger`, :func:`create_event_logger`); ``"file"`` (JSON lines) and
-``"null"`` are built in.
-
-Design note -- the record on disk is one JSON object per line::
-
-    {"time": "2024-05-01T12:00:00.000000Z", "key": "user-1", "seq": 3,
-     "event_type": "myapp.events.ToolCalled", "id": "9f..", "parent_id": "1c..",
-     "action": "plan", "source_timestamp": 1714564800000, "payload": {...}}
-
-``event_type`` is the registered type name (``module.QualName``), which is what lets
-:func:`read_event_log` rebuild the right :class:`~agentstream.api.events.Event` subclass
-(the role of Flink's ``EventLogRecordJsonDeserializer``). At the ``standard`` level a payload
-whose JSON is larger than ``max_payload_bytes`` is replaced by
-``{"truncated": true, "preview": "<first bytes of the JSON>"}``; such a record reads back as
-a generic :class:`Event` with ``truncated=True`` and ``event_type`` attributes.
+``"null"`` are built in. The reader (:func:`read_event_log`) is in
+:mod:`~agentstream.observability.eventlog_reader`; both are importable from here too.
 
 A logger must never take the runtime down: I/O and formatting failures inside
 :meth:`EventLogger.append` are counted and logged once, and the record is dropped.
@@ -31,19 +19,20 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any, Literal, Protocol, get_args, runtime_checkable
 
-from pydantic import ValidationError
-from pydantic_core import to_json
-
-from agentstream.api.events import Event, event_class_for
-from agentstream.errors import AgentStreamError, ConfigurationError
-from agentstream.serde import decode_event
+from agentstream.api.events import Event
+from agentstream.errors import ConfigurationError
+from agentstream.observability.eventlog_reader import (
+    EventLogFormatError,
+    parse_event_log_record,
+    read_event_log,
+)
+from agentstream.observability.eventlog_record import EventLogRecord, logged_type_name
 
 __all__ = [
     "EventLogFormatError",
@@ -72,140 +61,6 @@ FlushPolicy = Literal["always", "interval", "close"]
 
 _LEVELS: frozenset[str] = frozenset(get_args(EventLogLevel))
 _FLUSH_POLICIES: frozenset[str] = frozenset(get_args(FlushPolicy))
-_TRUNCATED_KEYS = frozenset({"truncated", "preview"})
-_GENERIC_EVENT_TYPE = Event.type_name()
-
-
-class EventLogFormatError(AgentStreamError, ValueError):
-    """An event-log line is not a valid record.
-
-    Attributes:
-        reason: what is wrong with the line.
-        path: the file the line was read from, if known.
-        line_number: its 1-based line number, if known.
-    """
-
-    def __init__(self, reason: str, path: str | None = None, line_number: int | None = None):
-        self.reason = reason
-        self.path = path
-        self.line_number = line_number
-        where = f"{path}:{line_number}: " if path is not None else ""
-        super().__init__(
-            f"{where}invalid event-log record: {reason}. Event logs are JSON lines written "
-            "by FileEventLogger; pass skip_invalid=True to read_event_log() to skip bad lines."
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.reason, self.path, self.line_number))
-
-
-def _to_json(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON; unknown objects become their ``repr``.
-
-    Non-finite floats become the strings ``"NaN"``/``"Infinity"`` so every line is strict
-    JSON (and pydantic float fields still parse them back).
-    """
-    try:
-        return to_json(value, fallback=repr, inf_nan_mode="strings")
-    except Exception:
-        # e.g. bytes that are not UTF-8: retry as base64 before giving up on the value.
-        try:
-            return to_json(value, fallback=repr, inf_nan_mode="strings", bytes_mode="base64")
-        except Exception:
-            return to_json(repr(value))
-
-
-def _payload_json(attributes: dict[str, Any]) -> bytes:
-    try:
-        return to_json(attributes, fallback=repr, inf_nan_mode="strings")
-    except Exception:
-        # Attribute by attribute, so one odd value does not change how the others look.
-        return to_json({str(k): json.loads(_to_json(v)) for k, v in attributes.items()})
-
-
-def _logged_type_name(event: Event) -> str:
-    """The type name a record carries.
-
-    A generic :class:`Event` that stands for an event of an unknown class (as
-    :func:`~agentstream.serde.decode_event` returns it) is logged under that class's name.
-    """
-    if type(event) is Event:
-        original = getattr(event, "event_type", None)
-        if isinstance(original, str) and original:
-            return original
-    return type(event).type_name()
-
-
-def _logged_payload(event: Event) -> dict[str, Any]:
-    attributes = event.attributes()
-    if type(event) is Event and _logged_type_name(event) != _GENERIC_EVENT_TYPE:
-        attributes.pop("event_type", None)
-    return attributes
-
-
-def _format_time(epoch_seconds: float) -> str:
-    return datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_time(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, str):
-        raise ValueError(f"'time' must be an ISO-8601 string, got {value!r}")
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
-
-
-@dataclass(frozen=True)
-class EventLogRecord:
-    """One processed event, as the event log stores it.
-
-    Attributes:
-        time: when the event was processed, in seconds since the epoch.
-        key: the record key the event belongs to (JSON-able; usually a string).
-        seq: the key's sequence number of the input being processed.
-        event: the event itself.
-        action: the action that sent the event; None for input events.
-    """
-
-    time: float
-    key: Any
-    seq: int
-    event: Event
-    action: str | None = None
-
-    def to_json_dict(self, max_payload_bytes: int | None = None) -> dict[str, Any]:
-        """The record as a JSON-able dict (the on-disk format).
-
-        Args:
-            max_payload_bytes: if the UTF-8 JSON encoding of the payload is longer than
-                this, the payload is replaced by ``{"truncated": True, "preview": ...}``
-                holding at most this many bytes of that (compact) JSON. None keeps it whole.
-
-        Returns:
-            A dict with ``time`` (ISO-8601, UTC), ``key``, ``seq``, ``event_type``, ``id``,
-            ``parent_id``, ``action``, ``source_timestamp`` and ``payload``.
-        """
-        encoded = _payload_json(_logged_payload(self.event))
-        payload: dict[str, Any]
-        if max_payload_bytes is not None and len(encoded) > max_payload_bytes:
-            preview = encoded[: max(max_payload_bytes, 0)].decode("utf-8", errors="ignore")
-            payload = {"truncated": True, "preview": preview}
-        else:
-            payload = json.loads(encoded)
-        return {
-            "time": _format_time(self.time),
-            "key": json.loads(_to_json(self.key)),
-            "seq": self.seq,
-            "event_type": _logged_type_name(self.event),
-            "id": self.event.id,
-            "parent_id": self.event.parent_id,
-            "action": self.action,
-            "source_timestamp": self.event.source_timestamp,
-            "payload": payload,
-        }
 
 
 @runtime_checkable
@@ -296,7 +151,7 @@ class EventLoggerConfig:
             return False
         if not self.include_event_types and not self.exclude_event_types:
             return True
-        type_name = _logged_type_name(event)
+        type_name = logged_type_name(event)
         names = {type_name, type_name.rsplit(".", 1)[-1]}
         cls = type(event)
         if type_name == cls.type_name():
@@ -503,94 +358,6 @@ class FileEventLogger:
             type(exc).__name__,
             exc,
         )
-
-
-def parse_event_log_record(line: str) -> EventLogRecord:
-    """Parse one event-log line back into a record.
-
-    The event is rebuilt as the class its ``event_type`` names when that class has been
-    imported; otherwise (or when the class no longer accepts the payload) as a generic
-    :class:`Event` carrying the payload and an ``event_type`` attribute. A truncated
-    payload comes back as a generic :class:`Event` with ``truncated=True`` and ``preview``.
-
-    Raises:
-        EventLogFormatError: the line is not JSON or lacks required fields.
-    """
-    try:
-        data = json.loads(line)
-    except ValueError as exc:
-        raise EventLogFormatError(f"not JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise EventLogFormatError(f"expected a JSON object, got {type(data).__name__}")
-    try:
-        event_type = data["event_type"]
-        seq = data["seq"]
-        when = _parse_time(data["time"])
-    except KeyError as exc:
-        raise EventLogFormatError(f"missing field {exc.args[0]!r}") from exc
-    except ValueError as exc:
-        raise EventLogFormatError(f"bad 'time' ({exc})") from exc
-    if not isinstance(event_type, str) or not event_type:
-        raise EventLogFormatError(f"'event_type' must be a non-empty string, got {event_type!r}")
-    if not isinstance(seq, int) or isinstance(seq, bool):
-        raise EventLogFormatError(f"'seq' must be an integer, got {seq!r}")
-    payload = data.get("payload") or {}
-    if not isinstance(payload, dict):
-        raise EventLogFormatError(f"'payload' must be an object, got {type(payload).__name__}")
-    action = data.get("action")
-    if action is not None and not isinstance(action, str):
-        raise EventLogFormatError(f"'action' must be a string or null, got {action!r}")
-    ident = {
-        "id": data.get("id"),
-        "parent_id": data.get("parent_id"),
-        "source_timestamp": data.get("source_timestamp"),
-    }
-    event = _rebuild_event(event_type, ident, payload)
-    return EventLogRecord(time=when, key=data.get("key"), seq=seq, event=event, action=action)
-
-
-def _rebuild_event(event_type: str, ident: dict[str, Any], payload: dict[str, Any]) -> Event:
-    truncated = set(payload) == _TRUNCATED_KEYS and payload.get("truncated") is True
-    if not truncated and event_class_for(event_type) is not None:
-        try:
-            return decode_event({"type": event_type, **ident, "attributes": payload})
-        except ValidationError:
-            pass  # the class changed since the record was written: keep the data, generic
-    fields = {k: v for k, v in payload.items() if k not in ident}
-    try:
-        return Event.model_validate({**fields, **ident, "event_type": event_type})
-    except ValidationError as exc:
-        raise EventLogFormatError(f"bad identity fields ({exc})") from exc
-
-
-def read_event_log(
-    path: str | os.PathLike[str], *, skip_invalid: bool = False
-) -> Iterator[EventLogRecord]:
-    """Read the records of a JSONL event log written by :class:`FileEventLogger`.
-
-    Args:
-        path: the log file.
-        skip_invalid: skip lines that do not parse (e.g. a last line cut short by a crash)
-            instead of raising.
-
-    Yields:
-        The records, in file order.
-
-    Raises:
-        EventLogFormatError: a line does not parse (unless ``skip_invalid``); carries the
-            path and line number.
-    """
-    name = os.fspath(path)
-    with open(name, encoding="utf-8") as file:
-        for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield parse_event_log_record(line)
-            except EventLogFormatError as exc:
-                if skip_invalid:
-                    continue
-                raise EventLogFormatError(exc.reason, name, number) from exc
 
 
 register_event_logger("file", FileEventLogger)
