@@ -154,6 +154,20 @@ async def _resolve_tools(ctx: RunnerContext, names: list[str]) -> dict[str, Any]
     return {"tool_schemas": schemas, "owners": owners}
 
 
+def _unique_ids(calls: list[dict[str, Any]], iteration: int) -> list[dict[str, Any]]:
+    """The tool calls with ids unique in the conversation (some servers send none, or the
+    same one twice): an answer must find its call."""
+    seen: set[str] = set()
+    unique = []
+    for index, call in enumerate(calls):
+        ident = str(call.get("id") or "")
+        if not ident or ident in seen:
+            ident = f"call_{iteration}_{index}"
+        seen.add(ident)
+        unique.append({**call, "id": ident})
+    return unique
+
+
 def _answer(event: ToolResponseEvent) -> dict[str, Any]:
     return {"name": event.name, "content": event.content}
 
@@ -185,7 +199,8 @@ async def _converse(ctx: RunnerContext, state: dict[str, Any]) -> None:
                 f"{state['max_iterations']}); raise it or give the model fewer tools"
             )
         result = await _model_call(ctx, state)
-        message = result["message"]
+        calls = _unique_ids(result["message"].get("tool_calls") or [], state["iterations"])
+        message = {**result["message"], "tool_calls": calls}
         usage = result.get("usage") or {}
         state = {
             **state,
@@ -196,7 +211,6 @@ async def _converse(ctx: RunnerContext, state: dict[str, Any]) -> None:
                 for name in ("prompt_tokens", "completion_tokens")
             },
         }
-        calls = message.get("tool_calls") or []
         if not calls:
             ctx.sensory_memory.set(path, None)
             conversation = [ChatMessage.model_validate(m) for m in state["messages"]]

@@ -324,3 +324,12 @@ def test_every_call_has_event_log_records(server: ScriptedChatServer) -> None:
     assert answer["payload"]["usage"]["completion_tokens"] > 0
     truncated = by_type["ChatResponseEvent"].to_json_dict(max_payload_bytes=40)
     assert truncated["payload"]["truncated"] is True
+
+
+def test_tool_calls_without_ids_get_unique_ones() -> None:
+    """Some OpenAI-compatible servers send tool calls without ids, or one id twice: each
+    call still gets an id of its own, so each answer finds its call."""
+    from agentstream.llm._actions import _unique_ids
+
+    calls = [{"id": "dup", "name": "a"}, {"id": "dup", "name": "b"}, {"id": "", "name": "c"}]
+    assert [c["id"] for c in _unique_ids(calls, 3)] == ["dup", "call_3_1", "call_3_2"]
