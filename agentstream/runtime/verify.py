@@ -53,7 +53,9 @@ async def replay_check(
         ) from exc
     finally:
         ctx.close()
-    again = [encode_event(e) for e in ctx.events]
+    # Compared as recorded: the record holds the decoded events (a model output comes back
+    # as a mapping), not the objects the action sent.
+    again = [encode_event(unpack_event(e)) for e in ctx.packed_events]
     if again != [encode_event(e) for e in events]:
         raise ReplayMismatch(
             f"sent {again} on replay, {[encode_event(e) for e in events]} the first time"
@@ -64,4 +66,6 @@ async def replay_check(
         raise ReplayMismatch(
             f"made {len(ctx.calls)} durable calls on replay, {len(recorded.calls)} before"
         )
-    return events
+    # What the replay sent goes on (equal to the record, checked above): the objects an
+    # action builds, such as a model output, stay what they are, as after a real recovery.
+    return tuple(ctx.events)
