@@ -1,4 +1,5 @@
-"""The store's writes not yet acked by the changelog, and reads merged with them.
+"""The store's writes not yet acked by the changelog, reads merged with them, and one
+flush of them to the changelog and RocksDB.
 
 Per partition, ``key -> (version, value)``: the last write of a key wins and moves the key
 to the end (changelog records are produced in that order); ``value`` is bytes, None (a
@@ -9,11 +10,17 @@ meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-__all__ = ["PendingWrites", "Value", "merge"]
+from aiokafka import AIOKafkaProducer
+
+from agentstream.errors import StateStoreError
+from agentstream.state._partition import PartitionDB
+
+__all__ = ["PendingWrites", "Value", "merge", "produce_pending"]
 
 # bytes, a tombstone (None), or a deferred encoder of the value
 Value = bytes | Callable[[], bytes] | None
@@ -119,3 +126,53 @@ def merge(
     for pending_key, pending_value in pending[i:]:
         if pending_value is not None:
             yield pending_key, pending_value
+
+
+async def produce_pending(
+    pending: PendingWrites,
+    producer: AIOKafkaProducer,
+    topic: str,
+    dbs: Mapping[int, PartitionDB],
+) -> None:
+    """One flush: produce the snapshot of ``pending`` to ``topic`` (each partition's
+    records to its partition), and once a partition's are all acked apply them to its
+    database with their last offset, and drop them from ``pending``.
+
+    A partition whose records failed stays pending (produced again by the next flush);
+    the first error is raised after the others are settled.
+
+    Raises:
+        StateStoreError: RocksDB failed.
+    """
+    # (partition, [(key, version, value)]) in each key's last-write order.
+    batches = pending.snapshot()
+    if not batches:
+        return
+    sent: list[tuple[int, list[Entry], list[Any]]] = []
+    error: BaseException | None = None
+    for partition, entries in batches:
+        futures: list[Any] = []
+        try:
+            for key, _, value in entries:
+                futures.append(await producer.send(topic, value, key=key, partition=partition))
+        except Exception as exc:
+            error = exc
+            await asyncio.gather(*futures, return_exceptions=True)  # retrieve their errors
+            break
+        sent.append((partition, entries, futures))
+    for partition, entries, futures in sent:
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            error = error or failed[0]
+            continue  # stays pending, produced again by the next flush
+        offsets = [r.offset for r in results if not isinstance(r, BaseException)]
+        try:
+            dbs[partition].write(((key, value) for key, _, value in entries), max(offsets))
+        except Exception as exc:
+            raise StateStoreError(
+                f"applying changelog {topic}[{partition}] to RocksDB failed: {exc}"
+            ) from exc
+        pending.settle(partition, entries)
+    if error is not None:
+        raise error

@@ -54,7 +54,7 @@ from agentstream.errors import (
     StateStoreError,
 )
 from agentstream.state._partition import PartitionDB, open_partition
-from agentstream.state._pending import PendingWrites, Value, merge
+from agentstream.state._pending import PendingWrites, Value, merge, produce_pending
 from agentstream.state.recovery import RecoveryStats, recover
 
 __all__ = [
@@ -339,7 +339,8 @@ class ChangelogStore:
             while True:
                 self._raise_if_failed()
                 try:
-                    await self._flush_pending()
+                    assert self._producer is not None
+                    await produce_pending(self._pending, self._producer, self._topic, self._dbs)
                     self._durable_version = max(self._durable_version, covered)
                     return
                 except AgentStreamError as exc:
@@ -356,46 +357,6 @@ class ChangelogStore:
                     )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_BACKOFF_S[1])
-
-    async def _flush_pending(self) -> None:
-        # (partition, [(key, version, value)]) in each key's last-write order.
-        batches = self._pending.snapshot()
-        if not batches:
-            return
-        producer = self._producer
-        assert producer is not None
-        sent: list[tuple[int, list[tuple[bytes, int, bytes | None]], list[Any]]] = []
-        error: BaseException | None = None
-        for partition, entries in batches:
-            futures: list[Any] = []
-            try:
-                for key, _, value in entries:
-                    futures.append(
-                        await producer.send(self._topic, value, key=key, partition=partition)
-                    )
-            except Exception as exc:
-                error = exc
-                await asyncio.gather(*futures, return_exceptions=True)  # retrieve their errors
-                break
-            sent.append((partition, entries, futures))
-        for partition, entries, futures in sent:
-            results = await asyncio.gather(*futures, return_exceptions=True)
-            failed = [r for r in results if isinstance(r, BaseException)]
-            if failed:
-                error = error or failed[0]
-                continue  # stays pending, produced again by the next flush
-            offsets = [r.offset for r in results if not isinstance(r, BaseException)]
-            try:
-                self._dbs[partition].write(
-                    ((key, value) for key, _, value in entries), max(offsets)
-                )
-            except Exception as exc:
-                raise StateStoreError(
-                    f"applying changelog {self._topic}[{partition}] to RocksDB failed: {exc}"
-                ) from exc
-            self._pending.settle(partition, entries)
-        if error is not None:
-            raise error
 
     async def _flush_loop(self) -> None:
         while True:
