@@ -4,8 +4,9 @@
   a pluggable :class:`EventLogger` (JSON lines by default); the record and its on-disk
   form in :mod:`~agentstream.observability.eventlog_record`, the reader that turns the
   lines back into events in :mod:`~agentstream.observability.eventlog_reader`.
-- :mod:`agentstream.observability.metrics` -- the runtime's built-in metrics and the
-  metric groups agent authors use, on prometheus-client.
+- :mod:`agentstream.observability.metrics` -- the runtime's built-in metrics, on
+  prometheus-client; the metric groups agent authors use in
+  :mod:`~agentstream.observability.metrics_user`.
 """
 
 from __future__ import annotations
