@@ -20,7 +20,7 @@ from agentstream.llm.events import (
     ToolRequestEvent,
     ToolResponseEvent,
 )
-from agentstream.llm.mcp import MCPServer, mcp_prompt
+from agentstream.llm.mcp import MCPServer, MCPServerError, mcp_prompt
 from agentstream.llm.memory import LongTermMemory, LongTermMemoryConfig, MemoryItem
 from agentstream.llm.messages import ChatMessage, TokenUsage, ToolCall
 from agentstream.llm.models import ChatModel, RetryPolicy
@@ -41,6 +41,7 @@ __all__ = [
     "LongTermMemory",
     "LongTermMemoryConfig",
     "MCPServer",
+    "MCPServerError",
     "MemoryItem",
     "OpenAIChatModel",
     "OpenAIEmbeddingModel",

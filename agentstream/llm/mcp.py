@@ -17,15 +17,22 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from agentstream.api.context import RunnerContext
 from agentstream.errors import ConfigurationError
 from agentstream.llm._probe import Probe, saved_by_replay
+from agentstream.llm.errors import LLMError
 from agentstream.llm.messages import ChatMessage
 
-__all__ = ["MCPServer", "mcp_prompt"]
+__all__ = ["MCPServer", "MCPServerError", "mcp_prompt"]
+
+T = TypeVar("T")
+
+
+class MCPServerError(LLMError):
+    """An MCP server could not be reached, or refused a listing or a prompt."""
 
 
 def _sdk() -> Any:
@@ -89,10 +96,19 @@ class MCPServer:
             target = self.url
         return mcp.Client(target, read_timeout_seconds=self.timeout_s)
 
+    async def _ask(self, what: str, request: Callable[[Any], Awaitable[T]]) -> T:
+        """Open a session, make one request; failures as :class:`MCPServerError`."""
+        try:
+            async with self._client() as client:
+                return await request(client)
+        except (ConfigurationError, MCPServerError):
+            raise
+        except Exception as exc:
+            raise MCPServerError(f"{self!r}: {what} failed: {type(exc).__name__}: {exc}") from exc
+
     async def list_tools(self) -> list[dict[str, Any]]:
         """The server's tools in OpenAI's function-tool format."""
-        async with self._client() as client:
-            listing = await client.list_tools()
+        listing = await self._ask("listing tools", lambda client: client.list_tools())
         return [
             {
                 "type": "function",
@@ -107,8 +123,9 @@ class MCPServer:
 
     async def call_tool(self, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
         """``{"ok": True, "result": ...}`` or ``{"ok": False, "error": ...}``."""
-        async with self._client() as client:
-            result = await client.call_tool(name, arguments)
+        result = await self._ask(
+            f"calling tool {name!r}", lambda client: client.call_tool(name, arguments)
+        )
         if result.is_error:
             return {"ok": False, "error": _text(result.content) or "the MCP tool failed"}
         structured = result.structured_content
@@ -119,8 +136,7 @@ class MCPServer:
 
     async def list_prompts(self) -> list[dict[str, Any]]:
         """The server's prompts: name, description and argument names."""
-        async with self._client() as client:
-            listing = await client.list_prompts()
+        listing = await self._ask("listing prompts", lambda client: client.list_prompts())
         return [
             {
                 "name": prompt.name,
@@ -134,8 +150,10 @@ class MCPServer:
         self, name: str, arguments: dict[str, str] | None = None
     ) -> list[dict[str, Any]]:
         """The prompt's messages, as ChatMessage dicts."""
-        async with self._client() as client:
-            prompt = await client.get_prompt(name, dict(arguments or {}))
+        prompt = await self._ask(
+            f"getting prompt {name!r}",
+            lambda client: client.get_prompt(name, dict(arguments or {})),
+        )
         return [
             ChatMessage(role=message.role, content=_text([message.content])).model_dump()
             for message in prompt.messages

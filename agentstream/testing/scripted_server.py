@@ -203,6 +203,27 @@ class ScriptedChatServer:
             self._replies.extend(replies)
         return self
 
+    def reply_text(self, content: str, **kwargs: Any) -> ScriptedChatServer:
+        """Append a final answer (``ScriptedReply.text``)."""
+        return self.add(ScriptedReply.text(content, **kwargs))
+
+    def reply_tool_calls(
+        self, *calls: tuple[str, dict[str, Any]], **kwargs: Any
+    ) -> ScriptedChatServer:
+        """Append a turn asking for tool calls (``ScriptedReply.tools``)."""
+        return self.add(ScriptedReply.tools(*calls, **kwargs))
+
+    def reply_error(
+        self, status: int = 500, error: str = "scripted error", **kwargs: Any
+    ) -> ScriptedChatServer:
+        """Append an HTTP error (``ScriptedReply.failure``)."""
+        return self.add(ScriptedReply.failure(status, error, **kwargs))
+
+    @property
+    def request_count(self) -> int:
+        """How many requests were served, of every API."""
+        return self.count()
+
     def count(self, api: Api | None = None) -> int:
         """How many requests were served (of ``api``, if given)."""
         with self._lock:
@@ -227,6 +248,8 @@ class ScriptedChatServer:
     def openai_url(self) -> str:
         """The ``base_url`` for the OpenAI SDK: ``http://host:port/v1``."""
         return f"{self.url}/v1"
+
+    base_url = openai_url
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -256,6 +279,13 @@ class ScriptedChatServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    async def __aenter__(self) -> ScriptedChatServer:
+        await asyncio.to_thread(self.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.stop)
 
     def _serve(self) -> None:
         loop = asyncio.new_event_loop()

@@ -15,6 +15,7 @@ from agentstream.llm import (
     ChatRequestEvent,
     ChatResponseEvent,
     MCPServer,
+    MCPServerError,
     OpenAIChatModel,
     mcp_prompt,
 )
@@ -100,3 +101,17 @@ def test_mcp_server_needs_one_transport() -> None:
         MCPServer("python server.py")
     shown = repr(MCPServer(["python", "-m", "x"], env={"TOKEN": "secret-token"}))
     assert "secret-token" not in shown
+
+
+def test_an_unreachable_mcp_server_fails_the_input(
+    server: ScriptedChatServer, tmp_path: Path
+) -> None:
+    broken = MCPServer(command=[str(tmp_path / "no-such-server")])
+    model = OpenAIChatModel("gpt-4o-mini", base_url=server.openai_url, api_key="k")
+    agent = Orders().add_resource("orders", broken).add_resource("llm", model)
+    runner = LocalRunner(agent, error_policy="collect")
+    assert runner.run([("ann", "hi")]) == []
+    (error,) = runner.errors
+    assert isinstance(error.cause, MCPServerError)
+    assert "no-such-server" in str(error)
+    assert server.count() == 0

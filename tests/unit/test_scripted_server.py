@@ -74,3 +74,17 @@ async def test_anthropic_messages_and_delays() -> None:
 def test_url_needs_a_started_server() -> None:
     with pytest.raises(RuntimeError, match="not started"):
         _ = ScriptedChatServer().url
+
+
+async def test_shortcuts_and_async_use() -> None:
+    async with ScriptedChatServer() as server:
+        server.reply_tool_calls(("f", {})).reply_error(503).reply_text("done")
+        assert server.remaining == 3
+        assert server.base_url == server.openai_url
+        async with openai.AsyncOpenAI(base_url=server.base_url, api_key="k", max_retries=0) as c:
+            await c.chat.completions.create(model="m", messages=[])
+            with pytest.raises(openai.InternalServerError):
+                await c.chat.completions.create(model="m", messages=[])
+            done = await c.chat.completions.create(model="m", messages=[])
+        assert done.choices[0].message.content == "done"
+        assert server.request_count == 3
