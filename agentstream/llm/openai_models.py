@@ -136,6 +136,9 @@ class OpenAIChatModel(_OpenAIClient, ChatModel):
         timeout_s: the timeout of one attempt.
         retry: the retry policy (default :class:`RetryPolicy`).
         max_iterations: default limit of model calls per chat request.
+        native_output_schema: pass a request's output schema as ``response_format``
+            (servers without structured output: False, the schema is then only in the
+            prompt).
         **options: default parameters of every call (temperature, max_tokens, ...).
     """
 
@@ -148,10 +151,12 @@ class OpenAIChatModel(_OpenAIClient, ChatModel):
         timeout_s: float = 60.0,
         retry: RetryPolicy | None = None,
         max_iterations: int = 10,
+        native_output_schema: bool = True,
         **options: Any,
     ):
         super().__init__(model, base_url, api_key, timeout_s, retry)
         self.max_iterations = max_iterations
+        self.native_output_schema = native_output_schema
         self.options = options
 
     async def chat_once(
@@ -164,7 +169,7 @@ class OpenAIChatModel(_OpenAIClient, ChatModel):
         params: dict[str, Any] = {**self.options, **options}
         if tools:
             params["tools"] = tools
-        if output_schema is not None:
+        if output_schema is not None and self.native_output_schema:
             params["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "output", "schema": output_schema},
