@@ -19,10 +19,6 @@ from agentstream.testing import (
 
 CALLS: list[str] = []
 
-# The always-replay check compares a sent pydantic output object with its recorded (dict)
-# form (runtime/verify.py); remove the marks using this once it compares packed events.
-PYDANTIC_OUTPUT_DEFECT = "runtime defect: the replay check compares an output model with its dict"
-
 
 def get_weather(city: str) -> dict:
     """The current weather in a city.
@@ -75,7 +71,6 @@ def test_react_agent_answers_with_text(server: ScriptedChatServer) -> None:
     assert server.count() == 2 and CALLS == ["Oslo"]
 
 
-@pytest.mark.no_always_replay(PYDANTIC_OUTPUT_DEFECT)
 def test_output_schema_is_validated_and_corrected(server: ScriptedChatServer) -> None:
     server.add(
         ScriptedReply.tools(("get_weather", {"city": "Rome"})),

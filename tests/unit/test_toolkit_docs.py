@@ -12,12 +12,7 @@ import pytest
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "toolkit.md"
 
-# The always-replay check compares a sent pydantic output object with its recorded (dict)
-# form (runtime/verify.py); remove the marks using this once it compares packed events.
-PYDANTIC_OUTPUT_DEFECT = "runtime defect: the replay check compares an output model with its dict"
 
-
-@pytest.mark.no_always_replay(PYDANTIC_OUTPUT_DEFECT)
 def test_toolkit_chapter_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     blocks = re.findall(r"^```python\n(.*?)^```", DOC.read_text(encoding="utf-8"), re.S | re.M)
