@@ -121,6 +121,7 @@ def test_cli_reference_is_generated_from_the_cli() -> None:
         assert f"## agentstream {command}" in expected
 
 
+@pytest.mark.no_always_replay("user metrics count the replay check's re-runs too (docs/toolkit.md)")
 def test_user_guide_examples_run() -> None:
     """Scenario: run every python block of the user guide in order, as one module.
     We expect: no block raises; the asserts in the blocks hold."""
@@ -165,8 +166,8 @@ def test_operations_lists_every_setting() -> None:
 def test_operations_lists_every_dead_letter_header() -> None:
     """Scenario: call the worker's dead-letter path with a stub producer, for each reason.
     We expect: every header it writes is in the table of docs/operations.md."""
-    from agentstream.service.codecs import codec_for
     from agentstream.service import output as output_module
+    from agentstream.service.codecs import codec_for
     from agentstream.service.output import KafkaOutput
 
     sent: list[list[tuple[str, bytes]]] = []

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from agentstream import Agent, Event, InputEvent, OutputEvent, RunnerContext, action
 from agentstream.observability.eventlog import (
     EventLoggerConfig,
@@ -48,6 +50,7 @@ def test_event_log_has_one_record_per_processed_event(tmp_path: Path) -> None:
     assert records[2].event.source_timestamp == 42
 
 
+@pytest.mark.no_always_replay("user metrics count the replay check's re-runs too (docs/toolkit.md)")
 def test_builtin_and_user_metrics() -> None:
     runner = LocalRunner(Thinker())
     runner.run([("a", 1), ("b", 2), ("a", 3)])
