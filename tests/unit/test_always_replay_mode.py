@@ -9,7 +9,7 @@ import pytest
 from agentstream import Agent, InputEvent, NonDeterministicActionError, OutputEvent, action
 from agentstream.api.context import RunnerContext
 from agentstream.testing import LocalRunner
-from agentstream.testing._replay_default import always_replay_by_default
+from agentstream.testing._replay_default import always_replay_by_default, always_replay_default
 
 
 def counter_agent() -> Agent:
@@ -44,8 +44,6 @@ def test_an_explicit_value_wins_over_the_default() -> None:
 
 
 def test_the_default_is_restored_after_the_block(replay_mode: str) -> None:
-    from agentstream.testing._replay_default import always_replay_default
-
     with always_replay_by_default(replay_mode != "always_replay"):
         assert always_replay_default() is (replay_mode != "always_replay")
     assert always_replay_default() is (replay_mode == "always_replay")
