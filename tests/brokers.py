@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -28,6 +30,9 @@ from tools.kafka import KafkaCluster, missing_tools
 
 BOOTSTRAP_ENV = "AGENTSTREAM_TEST_BOOTSTRAP"
 """``host:port[,...]`` of an existing Kafka cluster for the real tier."""
+
+KEEP_ENV = "AGENTSTREAM_TEST_KAFKA_DIR"
+"""A directory where the real Kafka started here keeps its data and logs (for debugging)."""
 
 BROKER_KINDS = ("embedded", "kafka")
 
@@ -93,6 +98,11 @@ class Broker:
         return f"<Broker {self.kind} {self.bootstrap}>"
 
 
+def _keep_dir(name: str) -> Path | None:
+    root = os.environ.get(KEEP_ENV)
+    return Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root)) if root else None
+
+
 def _require_real_kafka() -> None:
     reason = real_kafka_skip_reason()
     if reason is not None:
@@ -108,7 +118,7 @@ def real_kafka() -> Iterator[Broker]:
         asyncio.run(wait_for_broker(existing, timeout_s=30))
         yield Broker("kafka", existing, None)
         return
-    with KafkaCluster(brokers=1) as cluster:
+    with KafkaCluster(brokers=1, data_dir=_keep_dir("single")) as cluster:
         yield Broker("kafka", cluster.bootstrap, cluster)
 
 
@@ -128,7 +138,7 @@ def kafka_cluster() -> Iterator[KafkaCluster]:
     _require_real_kafka()
     if os.environ.get(BOOTSTRAP_ENV):
         pytest.skip(f"needs brokers this suite can kill, not {BOOTSTRAP_ENV}")
-    with KafkaCluster(brokers=3) as cluster:
+    with KafkaCluster(brokers=3, data_dir=_keep_dir("cluster")) as cluster:
         yield cluster
 
 

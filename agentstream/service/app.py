@@ -111,7 +111,12 @@ class AgentApp:
             {t: topics[t] for t in strict},
             replication_factor=s.replication_factor,
             client_kwargs=client_kwargs,
-            topic_configs={self.changelog_topic: {"cleanup.policy": "compact"}},
+            topic_configs={
+                self.changelog_topic: {"cleanup.policy": "compact"},
+                # Routed events carry their input's event time, which may be older than
+                # the retention: stamped on append, they are not deleted before they are read.
+                self.internal_topic: {"message.timestamp.type": "LogAppendTime"},
+            },
         )
         for topic in (self.output_topic, self.dead_letter_topic):
             try:

@@ -139,3 +139,40 @@ async def test_list_offsets_end_matches_the_fetch_high_watermark(
             assert (await consumer.end_offsets([tp]))[tp] == 5
     finally:
         await consumer.stop()
+
+
+async def test_internal_events_are_stamped_on_append(
+    broker: Broker, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    """Scenario: a worker creates its topics; its inputs may carry event times older than a
+    real Kafka's retention (7 days by record timestamp by default).
+
+    We expect: the internal events topic is created with ``LogAppendTime``, so a routed
+    event is never deleted at the next retention check before it is read (it would stall
+    its key). Outputs keep the input's event time (that is what consumers see).
+    """
+    if broker.embedded:
+        pytest.skip("the embedded broker stores topic configs but enforces none")
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    name = unique_name("stamp")
+    app = AgentApp(
+        name,
+        agent=Echo(),
+        input_topic=f"{name}-in",
+        output_topic=f"{name}-out",
+        broker=broker.url,
+        data_dir=tmp_path,
+    )
+    await app.create_topics(broker.bootstrap, {})
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, app.internal_topic)]
+        )
+    finally:
+        await admin.close()
+    configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
+    assert configs["message.timestamp.type"] == "LogAppendTime"

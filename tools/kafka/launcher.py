@@ -444,6 +444,10 @@ class KafkaCluster:
             "transaction.state.log.min.isr": min_isr,
             "share.coordinator.state.topic.replication.factor": replicas,
             "share.coordinator.state.topic.min.isr": min_isr,
+            # Keep records whatever their timestamps: the tests write fixed event times from
+            # 2023, which Kafka's 7-day retention by record timestamp would delete at its
+            # next check (every 5 minutes), mid-test.
+            "log.retention.ms": "-1",
             # Fast: no delay before the first rebalance, few internal partitions to create.
             "group.initial.rebalance.delay.ms": "0",
             "offsets.topic.num.partitions": "5",
