@@ -11,6 +11,7 @@
      │    ├── NonDeterministicActionError no   an action behaved differently on replay
      │    ├── ActionTimeoutError          no   an action ran past its timeout
      │    ├── EventLimitError             no   an input sent more events than allowed (a loop)
+     │    ├── UnhandledEventError         no   an event no action listens to (strict runners)
      │    └── EventSendError              yes  an output or routed event could not be sent
      ├── DurableExecutionError            no   a durable call's recorded failure, re-raised
      ├── BrokerError                      yes  the Kafka side failed (translated from aiokafka)
@@ -41,6 +42,7 @@ __all__ = [
     "PartitionNotAssignedError",
     "SerializationError",
     "StateStoreError",
+    "UnhandledEventError",
 ]
 
 
@@ -208,6 +210,34 @@ class EventLimitError(ActionExecutionError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         args = (self.key, self.action, self.event_id, self.seq, self.limit, self.last_types)
+        return (type(self), args)
+
+
+class UnhandledEventError(ActionExecutionError):
+    """An action sent an event that no action listens to and that is not an
+    :class:`~agentstream.OutputEvent` (often a twin class with a typo'd or duplicated
+    name). Raised by strict runners (``LocalRunner(strict=True)``); otherwise the event is
+    dropped with a warning and the ``agentstream_unhandled_events_total`` metric.
+
+    Attributes:
+        event_type: the type name of the event.
+    """
+
+    reason = "unhandled-event"
+
+    def __init__(self, key: Any, action: str, event_id: str, seq: int, event_type: str, hint: str):
+        self.event_type = event_type
+        self.hint = hint
+        super().__init__(
+            key,
+            action,
+            event_id,
+            seq,
+            LookupError(f"no action listens to {event_type} and it is not an OutputEvent{hint}"),
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        args = (self.key, self.action, self.event_id, self.seq, self.event_type, self.hint)
         return (type(self), args)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from agentstream.api.events import Event
 from agentstream.api.metrics import MetricGroup
@@ -119,15 +119,37 @@ class RunnerContext(abc.ABC):
     def durable_execute(
         self, fn: Callable[..., T], *args: Any, reconciler: Reconciler | None = None, **kwargs: Any
     ) -> T:
-        """Run ``fn`` once: on replay its recorded result is returned instead of calling it."""
+        """Run ``fn`` once: on replay its recorded result is returned instead of calling it.
+
+        ``fn`` is a plain function; a coroutine function is refused with a ``TypeError``
+        (use ``await ctx.durable_execute_async(fn, ...)``)."""
+
+    @overload
+    def durable_execute_async(
+        self,
+        fn: Callable[..., Awaitable[T]],
+        *args: Any,
+        reconciler: Reconciler | None = None,
+        **kwargs: Any,
+    ) -> Awaitable[T]: ...
+
+    @overload
+    def durable_execute_async(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        reconciler: Reconciler | None = None,
+        **kwargs: Any,
+    ) -> Awaitable[T]: ...
 
     @abc.abstractmethod
     def durable_execute_async(
         self,
-        fn: Callable[..., T] | Callable[..., Awaitable[T]],
+        fn: Callable[..., Any],
         *args: Any,
         reconciler: Reconciler | None = None,
         **kwargs: Any,
-    ) -> Awaitable[T]:
+    ) -> Awaitable[Any]:
         """Like :meth:`durable_execute`; a coroutine function is awaited, a blocking one runs
-        in a thread pool."""
+        in a thread pool. Await it in the action: a call left un-awaited when the action
+        returns fails the action."""

@@ -177,6 +177,12 @@ class RuntimeMetrics:
             "Sent events (outputs or routed events) that could not be delivered, by action.",
             "action",
         )
+        self.unhandled_events: _PromCounter = make(
+            _PromCounter,
+            "unhandled_events",
+            "Sent events that no action listens to (and are not outputs), dropped, by event type.",
+            "event_type",
+        )
         self.keys_on_several_partitions: _PromCounter = make(
             _PromCounter,
             "keys_on_several_partitions",

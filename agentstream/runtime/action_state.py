@@ -181,6 +181,16 @@ class InMemoryActionStateStore:
         else:
             del self._data[key], self._floor[key]
 
+    def runs(self, key: Hashable, seq: int) -> dict[tuple[str, str], ActionState]:
+        """The recorded runs of one input, by (action, event id), for inspection."""
+        seqs = self._data.get(key)
+        runs = seqs.get(seq) if seqs else None
+        if not runs:
+            return {}
+        if not self._serialize:
+            return dict(runs)
+        return {ident: decode_record(ActionState, raw) for ident, raw in runs.items()}
+
     def entries(self) -> list[tuple[Hashable, int, str, str]]:
         """Every (key, seq, action, event id) recorded, for inspection in tests."""
         return [

@@ -23,7 +23,7 @@ import hashlib
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Executor
 from typing import Any, Final, Protocol, TypeVar
 
@@ -113,6 +113,7 @@ class RunnerContextImpl(RunnerContext):
         "_seq",
         "_short",
         "_verify",
+        "async_calls",
         "calls",
         "events",
         "packed_events",
@@ -141,6 +142,8 @@ class RunnerContextImpl(RunnerContext):
         self._verify = verify
         self._owner = _get_ident()  # the thread it belongs to
         self._closed = False
+        # durable_execute_async calls made (checked for being awaited when the action ends)
+        self.async_calls: list[tuple[Coroutine[Any, Any, Any], Callable[..., Any]]] | None = None
         self.updates: list[MemoryUpdate] = []
         self.events: list[Event] = []
         self.packed_events: list[bytes] = []
@@ -194,6 +197,9 @@ class RunnerContextImpl(RunnerContext):
 
     def close(self) -> None:
         self._closed = True
+        if self.async_calls:
+            for call, _ in self.async_calls:
+                call.close()  # un-awaited: it never runs (and warns of nothing)
         # The memory views point back at this context (its guard): drop them so the
         # context is freed by reference counting, not left to the cycle collector.
         self._short = self._sensory = None
@@ -374,6 +380,8 @@ class RunnerContextImpl(RunnerContext):
     def durable_execute(
         self, fn: Callable[..., T], *args: Any, reconciler: Reconciler | None = None, **kwargs: Any
     ) -> T:
+        if inspect.iscoroutinefunction(fn):
+            raise TypeError(self._use_async(fn))
         fid, digest, replayed, reconcile = self._begin(fn, args, kwargs, reconciler)
         if replayed is not None:
             return replayed[0]
@@ -383,16 +391,62 @@ class RunnerContextImpl(RunnerContext):
         except Exception as exc:
             self._finish(fn, fid, digest, reconciler is not None, exc=exc)
             raise
+        if inspect.isawaitable(result):
+            if inspect.iscoroutine(result):
+                result.close()  # it never ran: no "never awaited" warning on top
+            raise TypeError(self._use_async(fn))
         self._finish(fn, fid, digest, reconciler is not None, result=result)
         return result
 
-    async def durable_execute_async(
+    def _use_async(self, fn: Callable[..., Any]) -> str:
+        return (
+            f"ctx.durable_execute({fn_id(fn)}) in action {self._action.name!r}: the function "
+            "is a coroutine function (or returns an awaitable), which durable_execute cannot "
+            "await. Use `await ctx.durable_execute_async(fn, ...)` in an `async def` action"
+        )
+
+    def durable_execute_async(
         self,
-        fn: Callable[..., T] | Callable[..., Awaitable[T]],
+        fn: Callable[..., Any],
         *args: Any,
         reconciler: Reconciler | None = None,
         **kwargs: Any,
-    ) -> T:
+    ) -> Coroutine[Any, Any, Any]:
+        call = self._durable_async(fn, args, reconciler, kwargs)
+        if self.async_calls is None:
+            self.async_calls = []
+        self.async_calls.append((call, fn))
+        return call
+
+    def unawaited_error(self) -> Exception | None:
+        """The action returned without awaiting a ``durable_execute_async`` call: the
+        error that fails it (None if every call was awaited to its end)."""
+        calls = self.async_calls
+        if not calls:
+            return None
+        closed = inspect.CORO_CLOSED
+        left = [fn_id(fn) for call, fn in calls if inspect.getcoroutinestate(call) != closed]
+        if not left:
+            return None
+        how = (
+            "`result = await ctx.durable_execute_async(...)`"
+            if self._action.is_async
+            else "`await ctx.durable_execute_async(...)` in an `async def` action, or "
+            "`ctx.durable_execute(...)` in a `def` one"
+        )
+        return RuntimeError(
+            f"action {self._action.name!r} returned without awaiting "
+            f"ctx.durable_execute_async({', '.join(left)}): the call did not run to its end "
+            f"and its result was not recorded. Write {how}"
+        )
+
+    async def _durable_async(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        reconciler: Reconciler | None,
+        kwargs: dict[str, Any],
+    ) -> Any:
         fid, digest, replayed, reconcile = self._begin(fn, args, kwargs, reconciler)
         if replayed is not None:
             return replayed[0]

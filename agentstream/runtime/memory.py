@@ -3,7 +3,10 @@
 A store holds ``values`` (path -> value) and ``objects`` (paths of nested objects). Every
 write made by an action is recorded as a :data:`MemoryUpdate` so that replay can re-apply
 it; values are copied through the serializer on write, which both checks them and keeps
-later mutation of the caller's object out of memory.
+later mutation of the caller's object out of memory. A value that would not come back
+exactly (a tuple, a datetime, a model) is refused at ``set``. ``get`` returns a copy of a
+list or dict: changing it in place changes nothing until it is ``set`` back (so what an
+action changed is always recorded, and replays the same).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from agentstream.api.context import MemoryObject
 from agentstream.errors import SerializationError
 from agentstream.serde import dumps, loads
 
-__all__ = ["MemoryStore", "MemoryUpdate", "StoreMemoryObject", "apply_updates"]
+__all__ = ["MemoryStore", "MemoryUpdate", "StoreMemoryObject", "apply_updates", "memory_tree"]
 
 # ("set", scope, path, value) or ("obj", scope, path, None); scope is "short" or "sensory".
 MemoryUpdate = tuple[str, str, str, Any]
@@ -34,13 +37,68 @@ def _copy_in(value: Any, where: str) -> Any:
     """``value`` as memory keeps it: copied through the serializer (which checks it).
 
     Immutable scalars are kept as they are (the round trip would return an equal value).
+    A value that would not come back exactly as it went in (a tuple as a list, a datetime
+    or a pydantic model as a string or a mapping, a set, a subclass of a plain type) is
+    refused, naming the path and the type: what an action reads on replay or after a
+    restart is what it wrote.
     """
     kind = type(value)
     if kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64):
         return value
     if isinstance(value, MemoryObject):
         raise SerializationError("memory values cannot be MemoryObjects; use new_object")
-    return loads(dumps(value, what=f"memory value at {where!r}"))
+    packed = dumps(value, what=f"memory value at {where!r}")
+    try:
+        copied = loads(packed)
+    except (TypeError, ValueError) as exc:  # a dict key that cannot come back (a tuple)
+        raise SerializationError(
+            f"memory cannot keep the value at '{where}': {exc} (dict keys must be str or "
+            "int; a tuple key does not come back)"
+        ) from exc
+    problem = _inexact(value, copied, where)
+    if problem is not None:
+        raise SerializationError(
+            f"memory cannot keep the value at {problem} exactly (it would come back "
+            "otherwise after a restart); store JSON-like values (dict with str or int keys, "
+            "list, str, int, float, bool, None, bytes) and convert yours, e.g. "
+            "model.model_dump(), moment.isoformat(), list(a_tuple)"
+        )
+    return copied
+
+
+def _inexact(value: Any, back: Any, where: str) -> str | None:
+    """Where and how ``back`` (the round trip of ``value``) differs from it; None if not."""
+    kind = type(value)
+    if kind is not type(back):
+        return f"'{where}' (a {kind.__module__}.{kind.__qualname__})".replace("builtins.", "")
+    if kind is dict:
+        for (key, item), (key_back, item_back) in zip(value.items(), back.items(), strict=True):
+            if type(key) is not type(key_back) or key != key_back:
+                return f"'{where}' (a key of type {type(key).__name__}: {key!r})"
+            problem = _inexact(item, item_back, f"{where}[{key!r}]")
+            if problem is not None:
+                return problem
+        return None
+    if kind is list:
+        for index, (item, item_back) in enumerate(zip(value, back, strict=True)):
+            problem = _inexact(item, item_back, f"{where}[{index}]")
+            if problem is not None:
+                return problem
+        return None
+    if kind is float and value != value:  # NaN comes back as NaN
+        return None if back != back else f"'{where}' (a float)"
+    return None if value == back else f"'{where}' (a {kind.__name__})"
+
+
+def _copy_out(value: Any) -> Any:
+    """A copy of a stored list or dict: changing what ``get`` returned does not change
+    memory (only ``set`` does, which is recorded and replayed)."""
+    kind = type(value)
+    if kind is dict:
+        return {key: _copy_out(item) for key, item in value.items()}
+    if kind is list:
+        return [_copy_out(item) for item in value]
+    return value
 
 
 Snapshot = tuple[dict[str, Any], set[str]]
@@ -111,12 +169,26 @@ class MemoryStore:
             del self.values[p]
         self.objects = {o for o in self.objects if not (o == path or o.startswith(prefix))}
 
+    def check_parents(self, path: str) -> None:
+        """Raise if a parent of ``path`` holds a plain value (``path`` cannot exist)."""
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent in self.values:
+                raise ValueError(
+                    f"cannot use {path!r}: {parent!r} holds a value, not an object; read "
+                    f"{parent!r} itself, or make it an object with new_object"
+                )
+
     def _ensure_parents(self, path: str) -> None:
         parts = path.split(".")
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])
             if parent in self.values:
-                raise ValueError(f"cannot create {path!r}: {parent!r} holds a value, not an object")
+                raise ValueError(
+                    f"cannot create {path!r}: {parent!r} holds a value, not an object; set "
+                    f"{parent!r} as a whole, or replace it with new_object(overwrite=True)"
+                )
             self.objects.add(parent)
 
     def apply(self, update: MemoryUpdate) -> None:
@@ -143,6 +215,33 @@ class MemoryStore:
             if p.startswith(start) and p != prefix:
                 names.setdefault(p[len(start) :].split(".", 1)[0], None)
         return list(names)
+
+
+def memory_tree(store: MemoryStore | dict[str, Any] | None) -> dict[str, Any]:
+    """A store (or its dumped state) as nested dicts: objects become dicts, dotted paths
+    nest (``{"stats": {"count": 2}}``); a copy, for inspection."""
+    if store is None:
+        return {}
+    values: dict[str, Any]
+    objects: Iterable[str]
+    if isinstance(store, MemoryStore):
+        values, objects = store.values, store.objects
+    else:
+        values, objects = store.get("values") or {}, store.get("objects") or ()
+    tree: dict[str, Any] = {}
+
+    def node(path: str) -> dict[str, Any]:
+        here = tree
+        for part in path.split("."):
+            here = here.setdefault(part, {})
+        return here
+
+    for path in sorted(objects):
+        node(path)
+    for path, value in values.items():
+        parent, _, name = path.rpartition(".")
+        (node(parent) if parent else tree)[name] = _copy_out(value)
+    return tree
 
 
 def apply_updates(stores: dict[str, MemoryStore], updates: Iterable[MemoryUpdate]) -> None:
@@ -177,7 +276,14 @@ class StoreMemoryObject(MemoryObject):
         store = self._store
         if store.objects and full in store.objects:
             return self._child(full)
-        return store.values.get(full)
+        value = store.values.get(full)
+        if value is None:
+            if full in store.values or "." not in full:
+                return None
+            store.check_parents(full)  # under a plain value: an error, as for set
+            return None
+        kind = type(value)
+        return _copy_out(value) if kind is dict or kind is list else value
 
     def set(self, path: str, value: Any) -> None:
         self._check()

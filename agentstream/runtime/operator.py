@@ -110,6 +110,9 @@ class Operator(ActionStep):
         action_timeout_s: default timeout of an action once it first waits (None: none).
         max_events_per_input: how many events an input's actions may send in all; past it
             the input fails with :class:`~agentstream.errors.EventLimitError`.
+        strict: an event that no action listens to (and is not an output) fails the input
+            with :class:`~agentstream.errors.UnhandledEventError`; by default it is dropped
+            with a warning (once per type) and counted.
     """
 
     def __init__(
@@ -132,6 +135,7 @@ class Operator(ActionStep):
         per_partition: bool = False,
         action_timeout_s: float | None = None,
         max_events_per_input: int = DEFAULT_MAX_EVENTS_PER_INPUT,
+        strict: bool = False,
     ):
         metrics = metrics or RuntimeMetrics()
         event_time = EventTimeTracker()
@@ -152,6 +156,7 @@ class Operator(ActionStep):
             barrier,
             action_timeout_s,
             max_events_per_input,
+            strict,
         )
         self.key_state = key_state
         self.fatal: list[BaseException] = []
@@ -252,6 +257,10 @@ class Operator(ActionStep):
 
     def busy_keys(self) -> int:
         return len(self._runners)
+
+    def run_of(self, slot: Hashable) -> KeyRun | None:
+        """The key's input in progress, if any (for inspection)."""
+        return self._runs.get(slot)
 
     async def drain(self) -> None:
         """Wait until every key is idle."""

@@ -38,6 +38,7 @@ from agentstream.errors import (
     EventLimitError,
     EventSendError,
     NonDeterministicActionError,
+    UnhandledEventError,
 )
 from agentstream.observability.eventlog import EventLogger, EventLogRecord
 from agentstream.observability.metrics import RuntimeMetrics
@@ -61,8 +62,24 @@ _clock: Final = time.perf_counter
 _CoroutineType: Final = types.CoroutineType
 DONE: Final = _adopt.DONE
 adopt: Final = _adopt.adopt
-first_step: Final = _adopt.first_step
+first_result: Final = _adopt.first_result
+Returned: Final = _adopt.Returned
 _RECENT: Final = 8  # event types named when an input passes max_events_per_input
+
+
+def _returned(action: Action, value: Any) -> TypeError:
+    """The error of an action that returned ``value``: actions send, they return None."""
+    if isinstance(value, Event):
+        how = "send it with ctx.send_event(...) instead of returning it"
+    else:
+        how = "send results on as events with ctx.send_event(...), or keep them in memory"
+    shown = repr(value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    return TypeError(
+        f"action {action.name!r} returned {type(value).__name__} {shown}: an action returns "
+        f"None; {how}"
+    )
 
 
 class _TimedOut(Exception):
@@ -92,6 +109,7 @@ class ActionStep:
         barrier: Callable[[], Awaitable[None]] | None,
         action_timeout_s: float | None,
         max_events_per_input: int,
+        strict: bool = False,
     ):
         self.agent = agent
         self.action_states = action_states
@@ -113,6 +131,8 @@ class ActionStep:
         self._incarnation = ""  # set by the operator
         self._groups: dict[str, tuple[MetricGroup, MetricGroup]] = {}
         self._actions: dict[type[Event], tuple[Action, ...]] = {}  # agent.actions_for, cached
+        self._strict = strict  # an event no action listens to fails the input
+        self._unheard_types: set[type[Event]] = set()  # warned about (once per type)
 
     # -- the context's host (ContextHost) -------------------------------------------
 
@@ -147,6 +167,12 @@ class ActionStep:
 
     # -- events ------------------------------------------------------------------------
 
+    def _listeners(self, event_type: type[Event]) -> tuple[Action, ...]:
+        actions = self._actions.get(event_type)
+        if actions is None:
+            actions = self._actions[event_type] = self.agent.actions_for(event_type)
+        return actions
+
     def _dispatch(self, run: KeyRun, event: Event, sender: str | None) -> None:
         """Process a non-output event: log and count it, queue the actions it triggers."""
         if self._event_logger is not None:
@@ -156,8 +182,53 @@ class ActionStep:
         actions = self._actions.get(event_type)
         if actions is None:
             actions = self._actions[event_type] = self.agent.actions_for(event_type)
+            if not actions:
+                self._warn_unheard(event_type, sender)
         for action in actions:
             run.tasks.append((action, event))
+
+    def _unheard(self, run: KeyRun, event: Event, sender: str) -> Waiting:
+        """An action sent an event no action listens to (not an output): warn once per
+        type and count it; a strict runner fails the input instead."""
+        event_type = type(event)
+        if self._event_logger is not None:
+            self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
+        self._counts.events[event_type] += 1
+        self._counts.child(self.metrics.unhandled_events, event_type.type_name()).inc()
+        if self._strict:
+            assert event.id is not None
+            error = UnhandledEventError(
+                run.key, sender, event.id, run.seq, event_type.type_name(), self._hint(event_type)
+            )
+            return self._fail(run, error, event)
+        self._warn_unheard(event_type, sender)
+        return None
+
+    def _warn_unheard(self, event_type: type[Event], sender: str | None) -> None:
+        if event_type in self._unheard_types:
+            return
+        self._unheard_types.add(event_type)
+        by = "the input" if sender is None else f"action {sender!r}"
+        log.warning(
+            "event %s sent by %s triggers no action and is not an OutputEvent: it is dropped "
+            "(warned once per type; counted in agentstream_unhandled_events_total)%s",
+            event_type.type_name(),
+            by,
+            self._hint(event_type),
+        )
+
+    def _hint(self, event_type: type[Event]) -> str:
+        """A remedy: the listened-to type of the same name (a twin class), or how to fix."""
+        listened = {t for a in self.agent.actions for t in a.events}
+        twins = sorted(
+            t.type_name()
+            for t in listened
+            if t.__name__.lower() == event_type.__name__.lower() and t is not event_type
+        )
+        if twins:
+            return f"; did you mean {', '.join(twins)} (a class of the same name)?"
+        known = sorted(t.__name__ for t in listened)
+        return f"; add an @action({event_type.__name__}) or send one of {known}"
 
     def _send_on(
         self, run: KeyRun, events: Sequence[Event], packed: Sequence[bytes], sender: str
@@ -214,6 +285,8 @@ class ActionStep:
             except Exception as exc:
                 return self._send_failed(run, event, sender, exc)
             return None if waiting is None else self._delivery(run, event, sender, waiting)
+        if not self._listeners(type(event)):
+            return self._unheard(run, event, sender)
         router = self._router
         if router is None:
             self._dispatch(run, event, sender)
@@ -276,21 +349,28 @@ class ActionStep:
         snapshot = run.snapshot()
         ctx = RunnerContextImpl(self, action, event, slot, seq, run, state)
         started = _clock()
+        error: Exception | None = None
         try:
             result = action.fn(event, ctx)
             if type(result) is _CoroutineType:
-                waiting_on = first_step(result)
-                if waiting_on is not DONE:
+                waiting_on = first_result(result)
+                if waiting_on is DONE:
+                    pass
+                elif type(waiting_on) is Returned:
+                    error = _returned(action, waiting_on.value)
+                else:
                     rest = adopt(result, waiting_on)
                     return self._action_waits(run, ctx, snapshot, started, rest)
-            elif result is not None and inspect.isawaitable(result):
-                return self._action_waits(run, ctx, snapshot, started, result)
+            elif result is not None:
+                if inspect.isawaitable(result):
+                    return self._action_waits(run, ctx, snapshot, started, result)
+                error = _returned(action, result)
         except Exception as exc:
-            return self._action_ended(run, action, event, ctx, snapshot, started, exc)
+            error = exc
         except BaseException:
             ctx.close()
             raise
-        return self._action_ended(run, action, event, ctx, snapshot, started, None)
+        return self._action_ended(run, action, event, ctx, snapshot, started, error)
 
     async def _action_waits(
         self,
@@ -307,10 +387,14 @@ class ActionStep:
         timeout = action.timeout if action.timeout is not None else self._action_timeout_s
         try:
             if timeout is None:
-                await rest
-            elif not await self._within(rest, timeout - (_clock() - started)):
-                error = _TimedOut(timeout)
-                self._counts.child(self.metrics.action_timeouts, action.name).inc()
+                value = await rest
+            else:
+                finished, value = await self._within(rest, timeout - (_clock() - started))
+                if not finished:
+                    error = _TimedOut(timeout)
+                    self._counts.child(self.metrics.action_timeouts, action.name).inc()
+            if value is not None and error is None:
+                error = _returned(action, value)
         except Exception as exc:
             error = exc
         except BaseException:
@@ -321,9 +405,9 @@ class ActionStep:
             await then
 
     @staticmethod
-    async def _within(rest: Awaitable[Any], timeout_s: float) -> bool:
-        """Await ``rest`` for at most ``timeout_s``; False (and ``rest`` cancelled) if it
-        did not finish. Its own exceptions propagate.
+    async def _within(rest: Awaitable[Any], timeout_s: float) -> tuple[bool, Any]:
+        """Await ``rest`` for at most ``timeout_s``: (True, what it returned), or (False,
+        None) and ``rest`` cancelled if it did not finish. Its own exceptions propagate.
 
         ``rest`` runs in a task of its own: this coroutine may have been started inline,
         in a task that is not the key's (``asyncio.timeout`` would cancel that one).
@@ -338,9 +422,8 @@ class ActionStep:
             task.cancel()
             await asyncio.wait((task,))  # let it unwind (its finally blocks run)
             if task.cancelled():
-                return False
-        task.result()
-        return True
+                return False, None
+        return True, task.result()
 
     def _action_ended(
         self,
@@ -356,6 +439,8 @@ class ActionStep:
         back from the context costs on every run): record it and move its sent events on, or,
         if it raised ``error``, roll its memory writes back (to ``snapshot``) and fail."""
         name = action.name
+        if error is None and ctx.async_calls:
+            error = ctx.unawaited_error()
         ctx.close()
         self._counts.duration(name).observe(_clock() - started)
         assert event.id is not None

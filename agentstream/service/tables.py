@@ -104,6 +104,14 @@ class ChangelogActionStateStore:
     def has_input(self, slot: Any, seq: int) -> bool:
         return self._store.get(slot[0], self._slot(slot, seq)) is not None
 
+    def runs(self, slot: Any, seq: int) -> dict[tuple[str, str], ActionState]:
+        """The recorded runs of one input, by (action, event id), for inspection."""
+        runs = {}
+        for name, raw in self._load(slot, seq).items():
+            action, _, event_id = name.partition("\0")
+            runs[(action, event_id)] = decode_record(ActionState, raw)
+        return runs
+
     def put(self, slot: Any, seq: int, action: str, event_id: str, state: ActionState) -> None:
         runs = self._load(slot, seq)
         runs[f"{action}\0{event_id}"] = encode_record(state)

@@ -19,11 +19,13 @@ from typing import Any, Literal
 from mypy_extensions import mypyc_attr
 
 from agentstream.api.agent import Agent
-from agentstream.api.events import OutputEvent
+from agentstream.api.events import InputEvent, OutputEvent
 from agentstream.errors import ActionExecutionError, ConfigurationError
 from agentstream.observability.eventlog import EventLogger
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime.action_state import ActionStateStore, InMemoryActionStateStore
+from agentstream.runtime.inspection import describe_key
+from agentstream.runtime.memory import memory_tree
 from agentstream.runtime.operator import DEFAULT_MAX_EVENTS_PER_INPUT, ErrorHandler, Operator
 from agentstream.runtime.records import (
     InMemoryKeyState,
@@ -107,6 +109,10 @@ class LocalRunner:
         action_timeout_s: default timeout of an action once it first waits (None: none).
         max_events_per_input: how many events an input's actions may send before the
             input fails with :class:`~agentstream.errors.EventLimitError`.
+        strict: for tests: an event that no action listens to (and is not an
+            ``OutputEvent``) fails its input with
+            :class:`~agentstream.errors.UnhandledEventError` instead of being dropped with
+            a warning; an agent with no action for ``InputEvent`` is refused at once.
 
     The runner drives the operator through the same key loop as the Kafka worker (inline
     until a step waits, then a task per key; ``max_concurrency`` as free slots and a FIFO
@@ -128,9 +134,15 @@ class LocalRunner:
         auto_prune: bool = False,
         action_timeout_s: float | None = None,
         max_events_per_input: int = DEFAULT_MAX_EVENTS_PER_INPUT,
+        strict: bool = False,
     ):
         if not isinstance(agent, Agent):
             raise ConfigurationError(f"LocalRunner takes an Agent instance, got {agent!r}")
+        if strict and not agent.actions_for(InputEvent):
+            raise ConfigurationError(
+                f"agent {agent.name!r} has no action for InputEvent: its inputs would do "
+                "nothing. Declare one with @action(InputEvent)"
+            )
         self.agent = agent
         self.action_state_store: ActionStateStore = (
             action_state_store if action_state_store is not None else InMemoryActionStateStore()
@@ -146,6 +158,7 @@ class LocalRunner:
         self._auto_prune = auto_prune
         self._action_timeout_s = action_timeout_s
         self._max_events_per_input = max_events_per_input
+        self._strict = strict
         self._inputs = 0  # pairs given ids so far (the next id is input-<this>)
         self._operator: Operator | None = None
         self._sink = _Collect()
@@ -169,6 +182,7 @@ class LocalRunner:
                 prune_finished=self._auto_prune,
                 action_timeout_s=self._action_timeout_s,
                 max_events_per_input=self._max_events_per_input,
+                strict=self._strict,
             )
         return self._operator
 
@@ -229,6 +243,27 @@ class LocalRunner:
     def prune(self) -> None:
         """Drop the action state of every finished input (what the service does on commit)."""
         self.operator.prune()
+
+    def memory(self, key: Any) -> dict[str, Any]:
+        """The key's short-term memory as nested dicts (``{"stats": {"count": 2}}``), as
+        of now: mid-input it includes the current input's writes so far. ``{}`` for a key
+        never seen. A copy: changing it changes nothing."""
+        run = self.operator.run_of(key)
+        if run is not None:
+            return memory_tree(run.short)
+        record = self.key_state.get(key)
+        return memory_tree(None if record is None else record.memory)
+
+    def pending(self, key: Any) -> list[Any]:
+        """The values of the key's inputs waiting behind its current one, in order."""
+        record = self.key_state.get(key)
+        return [] if record is None else [r.value for r in record.pending]
+
+    def inspect(self, key: Any) -> dict[str, Any] | None:
+        """Everything the runner holds for ``key`` (what the worker's ``GET /keys/{key}``
+        shows): seq, current and pending inputs, queued actions, recorded action runs of
+        the current input, short-term memory. None for a key never seen."""
+        return describe_key(self.operator, key)
 
     @property
     def outputs(self) -> list[tuple[Any, Any]]:
