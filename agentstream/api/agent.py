@@ -17,14 +17,23 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from agentstream.api.events import Event, OutputEvent
 from agentstream.errors import ConfigurationError
 
-__all__ = ["Action", "ActionFn", "Agent", "action", "register_builtin_action"]
+__all__ = [
+    "Action",
+    "ActionDeclaration",
+    "ActionFn",
+    "Agent",
+    "action",
+    "register_builtin_action",
+]
 
 ActionFn = Callable[..., Any]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # Actions every agent has, registered by toolkit packages for their own event types
 # (agentstream.llm handles ChatRequestEvent and tool events this way).
@@ -46,12 +55,20 @@ class Action:
         return inspect.iscoroutinefunction(self.fn)
 
 
-class _ActionSpec:
-    """What ``@action`` leaves in a class body; collected by :class:`Agent`."""
+class ActionDeclaration(Generic[P, R]):
+    """What ``@action`` leaves in a class body (collected by :class:`Agent`): the function
+    with its event types, config and timeout.
+
+    It behaves like a static method, which is what an action is (no ``self``): calling it,
+    on the class or an instance, calls the function, and type checkers see the function's
+    own signature. Linters that check the first argument of methods (pep8-naming's N805)
+    need to be told: ``staticmethod-decorators = ["agentstream.action"]`` (ruff), or stack
+    ``@staticmethod`` under ``@action``.
+    """
 
     def __init__(
         self,
-        fn: ActionFn,
+        fn: Callable[P, R],
         events: tuple[type[Event], ...],
         config: Mapping[str, Any],
         timeout: float | None = None,
@@ -60,9 +77,14 @@ class _ActionSpec:
         self.events = events
         self.config = dict(config)
         self.timeout = timeout
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         return self.fn(*args, **kwargs)
+
+
+_ActionSpec = ActionDeclaration  # the name older code used
 
 
 def _check_events(events: Iterable[Any], where: str) -> tuple[type[Event], ...]:
@@ -96,7 +118,7 @@ def _check_fn(fn: Any, where: str) -> None:
 
 def action(
     *events: type[Event], config: Mapping[str, Any] | None = None, timeout: float | None = None
-) -> Callable[[ActionFn], Any]:
+) -> Callable[[Callable[P, R]], ActionDeclaration[P, R]]:
     """Declare a function in an :class:`Agent` subclass as an action triggered by ``events``.
 
     Args:
@@ -110,10 +132,12 @@ def action(
     if timeout is not None and not timeout > 0:
         raise ConfigurationError(f"@action(timeout={timeout!r}): give a positive number of seconds")
 
-    def decorate(fn: ActionFn) -> Any:
+    def decorate(fn: Callable[P, R]) -> ActionDeclaration[P, R]:
+        if isinstance(fn, staticmethod):  # @action over @staticmethod (Flink Agents' style)
+            fn = fn.__func__
         where = f"@action on {getattr(fn, '__qualname__', fn)!r}"
         _check_fn(fn, where)
-        return _ActionSpec(fn, _check_events(events, where), config or {}, timeout)
+        return ActionDeclaration(fn, _check_events(events, where), config or {}, timeout)
 
     return decorate
 
@@ -147,6 +171,8 @@ class Agent:
         seen: set[str] = set()
         for klass in reversed(type(self).__mro__):
             for attr, value in vars(klass).items():
+                if isinstance(value, staticmethod) and isinstance(value.__func__, _ActionSpec):
+                    value = value.__func__  # @staticmethod over @action
                 if isinstance(value, _ActionSpec) and attr not in seen:
                     seen.add(attr)
                     self._actions.append(
