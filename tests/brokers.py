@@ -34,7 +34,10 @@ BOOTSTRAP_ENV = "AGENTSTREAM_TEST_BOOTSTRAP"
 KEEP_ENV = "AGENTSTREAM_TEST_KAFKA_DIR"
 """A directory where the real Kafka started here keeps its data and logs (for debugging)."""
 
-BROKER_KINDS = ("embedded", "kafka")
+BROKERS_ENV = "AGENTSTREAM_TEST_BROKERS"
+"""Which brokers ``broker`` runs on, comma separated (default ``embedded,kafka``)."""
+
+BROKER_KINDS = tuple(os.environ.get(BROKERS_ENV, "embedded,kafka").split(","))
 
 
 def real_kafka_skip_reason() -> str | None:
@@ -104,6 +107,8 @@ def _keep_dir(name: str) -> Path | None:
 
 
 def _require_real_kafka() -> None:
+    if "kafka" not in BROKER_KINDS:
+        pytest.skip(f"real-Kafka tier not selected ({BROKERS_ENV}={','.join(BROKER_KINDS)})")
     reason = real_kafka_skip_reason()
     if reason is not None:
         pytest.skip(f"real-Kafka tier: {reason}")

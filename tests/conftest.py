@@ -23,6 +23,9 @@ _uses_brokers = False
 
 def real_kafka_tier() -> str:
     """One line: where the real-Kafka tier runs, or why it is skipped."""
+    selected = os.environ.get("AGENTSTREAM_TEST_BROKERS", "embedded,kafka")
+    if "kafka" not in selected.split(","):
+        return f"real-Kafka tier not selected (AGENTSTREAM_TEST_BROKERS={selected})"
     existing = os.environ.get("AGENTSTREAM_TEST_BOOTSTRAP")
     if existing:
         return f"real-Kafka tier: the existing cluster at {existing} (AGENTSTREAM_TEST_BOOTSTRAP)"
