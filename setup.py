@@ -28,7 +28,7 @@ COMPILED = [
     "agentstream/runtime/records.py",
     "agentstream/runtime/step.py",
     "agentstream/serde.py",
-    "agentstream/testing/__init__.py",
+    "agentstream/testing/_runner.py",
 ]
 
 
