@@ -19,4 +19,10 @@ class Greeter(Agent):
         ctx.send_event(OutputEvent(output=event.text))
 
 
-app = AgentApp("greeter", agent=Greeter(), input_topic="greeter-in", output_topic="greeter-out")
+app = AgentApp(
+    "greeter",
+    agent=Greeter(),
+    input_topic="greeter-in",
+    output_topic="greeter-out",
+    samples=[("ann", "ann"), ("bob", "bob"), ("ann", "ann again"), ("cy", "cy")],
+)

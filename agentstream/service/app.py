@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from agentstream.api.agent import Agent
@@ -36,7 +37,9 @@ class AgentApp:
         agent: the agent to run.
         input_topic: keyed input topic.
         output_topic: where outputs go.
-        event_log: optional event-log configuration.
+        event_log: optional event-log configuration (or the ``event_log`` setting:
+            ``--event-log PATH``, ``AGENTSTREAM_EVENT_LOG``).
+        samples: sample inputs, ``(key, value)`` pairs, that ``agentstream demo`` sends.
         **settings: any :class:`Settings` field (they override ``AGENTSTREAM_*`` variables).
     """
 
@@ -48,6 +51,7 @@ class AgentApp:
         input_topic: str,
         output_topic: str,
         event_log: EventLoggerConfig | None = None,
+        samples: Iterable[tuple[Any, Any]] | None = None,
         **settings: Any,
     ):
         for label, value in (
@@ -63,7 +67,12 @@ class AgentApp:
         self.agent = agent
         self.input_topic = input_topic
         self.output_topic = output_topic
-        self.event_log = event_log
+        self._event_log = event_log
+        self.samples: list[tuple[Any, Any]] = []
+        for sample in samples or ():
+            if not (isinstance(sample, tuple) and len(sample) == 2):
+                raise ConfigurationError(f"AgentApp samples are (key, value) pairs, got {sample!r}")
+            self.samples.append(sample)
         self._settings = dict(settings)
         self.settings = Settings.load(self._settings)
 
@@ -71,6 +80,19 @@ class AgentApp:
         """Settings with ``overrides`` (CLI flags) applied on top; also kept on the app."""
         self.settings = Settings.load({**self._settings, **overrides})
         return self.settings
+
+    @property
+    def event_log(self) -> EventLoggerConfig | None:
+        """The event log's configuration: the app's own, else a file logger at the
+        ``event_log`` setting's path (None: no event log)."""
+        if self._event_log is not None:
+            return self._event_log
+        path = self.settings.event_log
+        return None if not path else EventLoggerConfig(path=path)
+
+    @event_log.setter
+    def event_log(self, config: EventLoggerConfig | None) -> None:
+        self._event_log = config
 
     @property
     def internal_topic(self) -> str:

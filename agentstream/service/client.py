@@ -1,50 +1,389 @@
-"""Client-side helpers behind ``agentstream send``, ``tail`` and ``demo``."""
+"""Client-side helpers behind ``agentstream send``, ``tail``, ``dead-letters`` and ``demo``.
+
+They need a broker and topic names, not the app's import: the CLI passes an app's topics
+and codecs when it has one. Kafka errors are translated at this boundary
+(:func:`~agentstream.service.kafka_errors.kafka_errors`); "no broker there" is
+:class:`NoBroker`, which the CLI prints as one line.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import json
 import logging
+import re
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
+from agentstream.errors import BrokerError, ConfigurationError
 from agentstream.service.app import AgentApp
 from agentstream.service.broker import client_settings, ensure_topics
-from agentstream.service.codecs import codec_for, decode_key, encode_key
+from agentstream.service.codecs import Codec, codec_for, decode_key, encode_key
+from agentstream.service.kafka_errors import kafka_errors
 
-__all__ = ["follow", "run_demo", "send_records"]
+__all__ = [
+    "Connection",
+    "NoBroker",
+    "OutRecord",
+    "Record",
+    "UnknownTopic",
+    "follow",
+    "parse_since",
+    "produce",
+    "read_records",
+    "run_demo",
+    "send_records",
+]
 
 log = logging.getLogger(__name__)
 
 
-async def send_records(app: AgentApp, records: Iterable[tuple[Any, bytes, int | None]]) -> None:
-    """Produce (key, encoded value, timestamp ms) records to the app's input topic."""
-    s = app.settings
-    bootstrap = ",".join(s.bootstrap_servers)
-    await ensure_topics(
-        bootstrap,
-        app.topics(),
-        replication_factor=s.replication_factor,
-        client_kwargs=s.client_kwargs(),
-    )
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        **client_settings(s.embedded_broker, s.client_kwargs(), kind="producer"),
-    )
-    await producer.start()
+class NoBroker(BrokerError):
+    """No broker answered at the bootstrap address."""
+
+    def __init__(self, bootstrap: str):
+        super().__init__(f"no broker at {bootstrap} (start one with `agentstream broker`)")
+        self.bootstrap = bootstrap
+
+
+class UnknownTopic(ConfigurationError):
+    """The topic does not exist; the message names the known ones."""
+
+    def __init__(self, topic: str, known: Iterable[str]):
+        names = sorted(t for t in known if not t.startswith("__"))
+        super().__init__(
+            f"topic {topic!r} does not exist; known topics: {', '.join(names) or '(none)'}"
+        )
+        self.topic = topic
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where the broker is and how to talk to it."""
+
+    bootstrap: str
+    client_kwargs: dict[str, Any] = field(default_factory=dict)
+    embedded: bool = False
+
+    @classmethod
+    def of(cls, app: AgentApp) -> Connection:
+        s = app.settings
+        return cls(",".join(s.bootstrap_servers), s.client_kwargs(), s.embedded_broker)
+
+
+@contextlib.asynccontextmanager
+async def _connected(conn: Connection, what: str) -> AsyncIterator[None]:
+    """Kafka errors as agentstream's; an unreachable bootstrap as :class:`NoBroker`."""
     try:
-        for key, value, timestamp in records:
-            await producer.send(
-                app.input_topic, value=value, key=encode_key(key), timestamp_ms=timestamp
-            )
-        await producer.flush()
-    finally:
-        await producer.stop()
+        with kafka_errors(what):
+            yield
+    except BrokerError as exc:
+        if isinstance(exc.__cause__, KafkaConnectionError):
+            raise NoBroker(conn.bootstrap) from exc.__cause__
+        raise
+
+
+async def _start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
+    """Start a client; one that cannot start is closed (no "unclosed client" warning)."""
+    try:
+        await client.start()
+    except BaseException:
+        await client.stop()
+        raise
+
+
+async def topic_names(conn: Connection) -> set[str]:
+    """Every topic on the broker (a metadata request for all: nothing is auto-created)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=conn.bootstrap, **conn.client_kwargs)
+    async with _connected(conn, "list the topics"):
+        await _start(consumer)
+        try:
+            return set(await consumer.topics())
+        finally:
+            await consumer.stop()
+
+
+async def require_topic(conn: Connection, topic: str) -> None:
+    """Fail fast, naming the known topics, if ``topic`` does not exist."""
+    known = await topic_names(conn)
+    if topic not in known:
+        raise UnknownTopic(topic, known)
+
+
+@dataclass(frozen=True)
+class OutRecord:
+    """A record to produce."""
+
+    key: Any
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]] = ()
+    timestamp_ms: int | None = None
+    partition: int | None = None
+
+
+async def produce(
+    conn: Connection,
+    topic: str,
+    records: Iterable[OutRecord],
+    sent: Callable[[OutRecord, int, int], None] | None = None,
+) -> int:
+    """Produce ``records`` to ``topic`` in order; ``sent(record, partition, offset)`` is
+    called as each is acknowledged. Returns how many were sent."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=conn.bootstrap,
+        **client_settings(conn.embedded, conn.client_kwargs, kind="producer"),
+    )
+    count = 0
+    async with _connected(conn, "send records"):
+        await _start(producer)
+        try:
+            for record in records:
+                meta = await producer.send_and_wait(
+                    topic,
+                    value=record.value,
+                    key=encode_key(record.key),
+                    headers=list(record.headers) or None,
+                    timestamp_ms=record.timestamp_ms,
+                    partition=record.partition,
+                )
+                count += 1
+                if sent is not None:
+                    sent(record, meta.partition, meta.offset)
+        finally:
+            await producer.stop()
+    return count
+
+
+async def send_records(app: AgentApp, records: Iterable[tuple[Any, bytes, int | None]]) -> None:
+    """Produce (key, encoded value, timestamp ms) records to the app's input topic
+    (creating the app's topics where missing)."""
+    conn = Connection.of(app)
+    async with _connected(conn, "create the app's topics"):
+        await ensure_topics(
+            conn.bootstrap,
+            app.topics(),
+            replication_factor=app.settings.replication_factor,
+            client_kwargs=conn.client_kwargs,
+        )
+    await produce(conn, app.input_topic, (OutRecord(k, v, (), t) for k, v, t in records))
+
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)$")
+_UNIT_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: float | None = None) -> int:
+    """A point in time as ms since the epoch: ``10m``/``2h``/``1d`` ago, an ISO 8601 time
+    (UTC unless it says otherwise), or ms since the epoch."""
+    text = text.strip()
+    current = time.time() if now is None else now
+    relative = _RELATIVE.match(text)
+    if relative:
+        return int((current - float(relative[1]) * _UNIT_S[relative[2]]) * 1000)
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigurationError(
+            f"cannot read the time {text!r}: give 10m, 2h, 1d (ago), an ISO time like "
+            "2026-01-31T12:00:00Z, or ms since the epoch"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class Record:
+    """A consumed record, decoded for display."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    key: Any
+    value: Any
+    raw_value: bytes | None
+    headers: dict[str, str]
+
+    def as_json(self, form: str) -> str:
+        """``value`` (the value alone: text as is), ``json`` (key and value) or ``full``."""
+        if form == "value":
+            if isinstance(self.value, str):
+                return self.value
+            return json.dumps(self.value, ensure_ascii=False)
+        data: dict[str, Any] = {"key": self.key, "value": self.value}
+        if form == "full":
+            data = {
+                "topic": self.topic,
+                "partition": self.partition,
+                "offset": self.offset,
+                "timestamp": self.timestamp,
+                **data,
+                "headers": self.headers,
+            }
+        return json.dumps(data, ensure_ascii=False, default=repr)
+
+
+def _decode(codec: Codec | None, data: bytes | None) -> Any:
+    """With a codec, its value; without one, JSON if it is JSON, else text, else repr."""
+    if data is None:
+        return None
+    if codec is not None:
+        with contextlib.suppress(Exception):
+            return codec.decode(data)
+        return repr(data)
+    with contextlib.suppress(ValueError):
+        return json.loads(data)
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return repr(data)
+
+
+async def read_records(
+    conn: Connection,
+    topic: str,
+    *,
+    codec: Codec | None = None,
+    partitions: Sequence[int] | None = None,
+    start: str = "beginning",
+    offset: int | None = None,
+    since_ms: int | None = None,
+    key: str | None = None,
+    follow: bool = True,
+    idle_timeout_s: float | None = None,
+    limit: int | None = None,
+) -> AsyncIterator[Record]:
+    """Records of ``topic`` (no consumer group: nothing is committed).
+
+    Args:
+        partitions: only these (default: all).
+        start: ``"beginning"`` or ``"end"`` (new records only); ``offset`` (>= 0: that
+            offset; < 0: that many before the end) and ``since_ms`` override it.
+        key: only records with this key.
+        follow: keep waiting for new records; False stops at the end as of the start.
+        idle_timeout_s: stop after this long without a record.
+        limit: stop after this many records.
+
+    Close it when done early (``contextlib.aclosing``): its consumer stops then.
+    """
+    await require_topic(conn, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=conn.bootstrap,
+        enable_auto_commit=False,
+        **client_settings(
+            conn.embedded, {**conn.client_kwargs, "fetch_max_wait_ms": 50}, kind="consumer"
+        ),
+    )
+    async with _connected(conn, f"read {topic!r}"):
+        await _start(consumer)
+        try:
+            known = sorted(consumer.partitions_for_topic(topic) or ())
+            chosen = list(partitions) if partitions else known
+            unknown = sorted(set(chosen) - set(known))
+            if unknown:
+                raise ConfigurationError(f"topic {topic!r} has partitions {known}, not {unknown}")
+            tps = [TopicPartition(topic, p) for p in chosen]
+            consumer.assign(tps)
+            ends = await consumer.end_offsets(tps)
+            await _seek(consumer, tps, ends, start, offset, since_ms)
+            records = _records(consumer, tps, ends, codec, key, follow, idle_timeout_s)
+            async with contextlib.aclosing(records):
+                shown = 0
+                async for record in records:
+                    # Filtered here too: not every broker answers a time lookup exactly
+                    # (the embedded one answers the first offset for a time after every
+                    # record).
+                    if since_ms is not None and record.timestamp < since_ms:
+                        continue
+                    yield record
+                    shown += 1
+                    if limit is not None and shown >= limit:
+                        return
+        finally:
+            await consumer.stop()
+
+
+async def _seek(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+    start: str,
+    offset: int | None,
+    since_ms: int | None,
+) -> None:
+    if since_ms is not None:
+        found = await consumer.offsets_for_times(dict.fromkeys(tps, since_ms))
+        for tp in tps:
+            at = found.get(tp)
+            consumer.seek(tp, ends[tp] if at is None else at.offset)
+    elif offset is not None:
+        starts = await consumer.beginning_offsets(tps)
+        for tp in tps:
+            wanted = offset if offset >= 0 else ends[tp] + offset
+            consumer.seek(tp, min(max(wanted, starts[tp]), ends[tp]))
+    elif start == "end":
+        await consumer.seek_to_end(*tps)
+    else:
+        await consumer.seek_to_beginning(*tps)
+
+
+async def _records(
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    ends: dict[TopicPartition, int],
+    codec: Codec | None,
+    key: str | None,
+    follow: bool,
+    idle_timeout_s: float | None,
+) -> AsyncIterator[Record]:
+    last = time.monotonic()
+    while True:
+        if not follow and await _all_read(consumer, tps, ends):
+            return
+        batch = await consumer.getmany(*tps, timeout_ms=200)
+        if not batch:
+            if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
+                return
+            continue
+        last = time.monotonic()
+        for tp, messages in batch.items():
+            for m in messages:
+                if not follow and m.offset >= ends[tp]:
+                    continue
+                record_key = decode_key(m.key)
+                if key is not None and record_key != key:
+                    continue
+                yield Record(
+                    m.topic,
+                    m.partition,
+                    m.offset,
+                    m.timestamp,
+                    record_key,
+                    _decode(codec, m.value),
+                    m.value,
+                    {k: v.decode(errors="replace") for k, v in m.headers},
+                )
+
+
+async def _all_read(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], ends: dict[Any, int]
+) -> bool:
+    for tp in tps:
+        if await consumer.position(tp) < ends[tp]:
+            return False
+    return True
 
 
 async def follow(
@@ -56,56 +395,43 @@ async def follow(
     max_records: int | None = None,
     idle_timeout_s: float | None = None,
 ) -> int:
-    """Print records of the output topic (or ``topic``); returns how many were shown."""
-    s = app.settings
-    codec = codec_for(s.output_codec)
-    consumer = AIOKafkaConsumer(
-        topic or app.output_topic,
-        bootstrap_servers=",".join(s.bootstrap_servers),
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        **s.client_kwargs(),
-    )
-    await consumer.start()
+    """Show records of the app's output topic (or ``topic``); returns how many."""
     shown = 0
-    last = time.monotonic()
-    try:
-        while max_records is None or shown < max_records:
-            batch = await consumer.getmany(timeout_ms=200)
-            if not batch:
-                if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
-                    break
-                continue
-            last = time.monotonic()
-            for messages in batch.values():
-                for m in messages:
-                    try:
-                        value: Any = codec.decode(m.value) if m.value is not None else None
-                    except Exception:
-                        value = repr(m.value)
-                    show(
-                        {
-                            "key": decode_key(m.key),
-                            "value": value,
-                            "timestamp": m.timestamp,
-                            "headers": {k: v.decode(errors="replace") for k, v in m.headers},
-                        }
-                    )
-                    shown += 1
-    finally:
-        await consumer.stop()
+    if max_records is not None and max_records <= 0:
+        return 0
+    records = read_records(
+        Connection.of(app),
+        topic or app.output_topic,
+        codec=codec_for(app.settings.output_codec),
+        start="beginning" if from_beginning else "end",
+        idle_timeout_s=idle_timeout_s,
+        limit=max_records,
+    )
+    async with contextlib.aclosing(records):
+        async for record in records:
+            shown += 1
+            show(
+                {
+                    "key": record.key,
+                    "value": record.value,
+                    "timestamp": record.timestamp,
+                    "headers": record.headers,
+                }
+            )
     return shown
 
 
-SAMPLES = [("ann", "ann"), ("bob", "bob"), ("ann", "ann again"), ("cy", "cy")]
-
-
 async def run_demo(app: AgentApp, data_dir: Path | None) -> None:
-    """Start the embedded broker and a worker, feed sample records, print the outputs."""
+    """Start the embedded broker and a worker, feed the app's samples, print the outputs."""
     from agentstream.service.broker import EmbeddedBroker
     from agentstream.service.worker import Worker
 
+    samples = app.samples
+    if not samples:
+        raise ConfigurationError(
+            f"app {app.name!r} declares no samples to send: give it some, "
+            "AgentApp(..., samples=[(key, value), ...])"
+        )
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(EmbeddedBroker())
         state = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -118,15 +444,15 @@ async def run_demo(app: AgentApp, data_dir: Path | None) -> None:
             codec = codec_for(app.settings.input_codec)
             now = int(time.time() * 1000)
             await send_records(
-                app, [(k, codec.encode(v), now + i) for i, (k, v) in enumerate(SAMPLES)]
+                app, [(k, codec.encode(v), now + i) for i, (k, v) in enumerate(samples)]
             )
-            print(f"sent {len(SAMPLES)} records to {app.input_topic}: {SAMPLES}")
+            print(f"sent {len(samples)} records to {app.input_topic}: {samples}")
             print(f"outputs on {app.output_topic}:")
             count = await asyncio.wait_for(
                 follow(
                     app,
                     lambda r: print(f"  {r['key']} -> {r['value']}"),
-                    max_records=len(SAMPLES),
+                    max_records=len(samples),
                     idle_timeout_s=20,
                 ),
                 60,

@@ -90,6 +90,11 @@ class Settings:
     broker_unreachable_grace_s: float = _setting(
         10.0, "How long the broker may be unreachable before /health answers 503."
     )
+    event_log: str | None = _setting(
+        None,
+        "Path of the event log (JSON lines, flushed every second); None: off unless the "
+        "app configures one.",
+    )
 
     def __repr__(self) -> str:
         parts = []
