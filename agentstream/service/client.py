@@ -16,7 +16,7 @@ import logging
 import re
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,7 +264,7 @@ async def read_records(
     follow: bool = True,
     idle_timeout_s: float | None = None,
     limit: int | None = None,
-) -> AsyncIterator[Record]:
+) -> AsyncGenerator[Record, None]:
     """Records of ``topic`` (no consumer group: nothing is committed).
 
     Args:
@@ -347,7 +347,7 @@ async def _records(
     key: str | None,
     follow: bool,
     idle_timeout_s: float | None,
-) -> AsyncIterator[Record]:
+) -> AsyncGenerator[Record, None]:
     last = time.monotonic()
     while True:
         if not follow and await _all_read(consumer, tps, ends):
