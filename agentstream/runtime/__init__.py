@@ -1,7 +1,6 @@
 """The runtime layer: the keyed event-processing operator, broker-agnostic."""
 
 from agentstream.runtime.action_state import (
-    ActionRun,
     ActionState,
     ActionStateStore,
     CallRecord,
@@ -11,7 +10,6 @@ from agentstream.runtime.operator import ErrorHandler, EventRouter, Operator, Ou
 from agentstream.runtime.records import InMemoryKeyState, InputRecord, KeyRecord, KeyStateBackend
 
 __all__ = [
-    "ActionRun",
     "ActionState",
     "ActionStateStore",
     "CallRecord",

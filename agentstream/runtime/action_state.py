@@ -7,8 +7,7 @@ the middle of an action does not repeat a finished call.
 
 A completed record means the step is replayed: its memory updates are re-applied and its
 sent events move on with the same ids, without running the action (the operator decides in
-one place, ``Operator._run_task``). :class:`ActionRun` is that outcome as a value, for
-tools that inspect runs.
+one place, ``ActionStep._run_task``: ``if state is not None and state.completed``).
 """
 
 from __future__ import annotations
@@ -19,12 +18,10 @@ from typing import Any, Final, NamedTuple, Protocol
 
 from mypy_extensions import mypyc_attr
 
-from agentstream.api.events import Event
 from agentstream.runtime.memory import MemoryUpdate
 from agentstream.runtime.records import decode_record, encode_record, many, register_record
 
 __all__ = [
-    "ActionRun",
     "ActionState",
     "ActionStateStore",
     "CallRecord",
@@ -94,14 +91,6 @@ register_record(
     migrations={0: _from_unversioned},
     build=new_action_state,
 )
-
-
-class ActionRun(NamedTuple):
-    """The outcome of one action step: run for real, or replayed from its record."""
-
-    replayed: bool
-    memory_updates: tuple[MemoryUpdate, ...] = ()
-    events: tuple[Event, ...] = ()
 
 
 class ActionStateStore(Protocol):
