@@ -114,17 +114,26 @@ def _require_real_kafka() -> None:
         pytest.skip(f"real-Kafka tier: {reason}")
 
 
+_session_kafka: list[Broker] = []  # each tier's conftest registers the fixture anew: share
+
+
 @pytest.fixture(scope="session")
-def real_kafka() -> Iterator[Broker]:
+def real_kafka(request: pytest.FixtureRequest) -> Broker:
     """One real Kafka for the session: started here, or the one named by the environment."""
     _require_real_kafka()
+    if _session_kafka:
+        return _session_kafka[0]
     existing = os.environ.get(BOOTSTRAP_ENV)
     if existing:
         asyncio.run(wait_for_broker(existing, timeout_s=30))
-        yield Broker("kafka", existing, None)
-        return
-    with KafkaCluster(brokers=1, data_dir=_keep_dir("single")) as cluster:
-        yield Broker("kafka", cluster.bootstrap, cluster)
+        request.addfinalizer(_session_kafka.clear)
+        _session_kafka.append(Broker("kafka", existing, None))
+        return _session_kafka[0]
+    cluster = KafkaCluster(brokers=1, data_dir=_keep_dir("single")).start()
+    request.addfinalizer(cluster.stop)
+    request.addfinalizer(_session_kafka.clear)
+    _session_kafka.append(Broker("kafka", cluster.bootstrap, cluster))
+    return _session_kafka[0]
 
 
 @pytest.fixture(scope="module", params=BROKER_KINDS)
