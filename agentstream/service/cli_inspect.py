@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -26,6 +26,10 @@ REDRIVEN_FROM = "agentstream-redriven-from"
 
 def register(main: click.Group) -> None:
     """Add the inspection commands to ``main``."""
+    from agentstream.service.cli import log_level_option
+
+    for sub in dead_letters.commands.values():
+        log_level_option(sub)
     main.add_command(inspect_key)
     main.add_command(dead_letters)
     main.add_command(events)
@@ -81,23 +85,26 @@ def inspect_key(app_spec: str, key: str, url: str | None) -> None:
 
 
 @click.group("dead-letters")
-def dead_letters() -> None:
-    """List APP's dead letters, or re-inject them into the input topic."""
+@click.argument("app_spec", metavar="APP")
+@click.pass_context
+def dead_letters(ctx: click.Context, app_spec: str) -> None:
+    """List APP's dead letters, or re-inject them into the input topic:
+    `agentstream dead-letters APP list` and `... APP redrive [--key K] [--since T]`."""
+    ctx.obj = app_spec
 
 
 def _dead_letter_options(fn: Any) -> Any:
     from agentstream.service.cli import broker_option
 
-    for option in reversed(
-        [
-            click.argument("app_spec", metavar="APP"),
-            click.option("--key", default=None, help="Only dead letters of this key."),
-            click.option(
-                "--since", default=None, metavar="TIME", help="Only those since TIME: 10m, 2h, ISO."
-            ),
-            broker_option,
-        ]
-    ):
+    options: list[Callable[[Any], Any]] = [
+        click.pass_obj,
+        click.option("--key", default=None, help="Only dead letters of this key."),
+        click.option(
+            "--since", default=None, metavar="TIME", help="Only those since TIME: 10m, 2h, ISO."
+        ),
+        broker_option,
+    ]
+    for option in reversed(options):
         fn = option(fn)
     return fn
 
@@ -195,7 +202,8 @@ def redrive(
 ) -> None:
     """Re-inject APP's dead-lettered inputs (of --key, since --since) into the input topic,
     after the cause is fixed. Each goes with its original key and value, and a header
-    naming the dead letter it came from; every run re-injects every match again."""
+    naming the dead letter it came from; every run re-injects every match again (narrow it
+    with --key and --since). Outputs that could not be encoded are not inputs: skipped."""
     from agentstream.service.cli import run
     from agentstream.service.client import OutRecord, produce
 
@@ -203,6 +211,11 @@ def redrive(
     records = []
     for record in found:
         origin = f"{app.dead_letter_topic}/{record.partition}@{record.offset}"
+        source = record.headers.get("agentstream-source-topic", app.input_topic)
+        if record.headers.get("agentstream-reason") == "encode" or source != app.input_topic:
+            # an output that could not be encoded, or a routed event: not an input
+            click.echo(f"skipped {origin}: not an input of {app.input_topic}", err=True)
+            continue
         records.append(OutRecord(record.key, record.raw_value, [(REDRIVEN_FROM, origin.encode())]))
         if dry_run:
             click.echo(f"would re-inject {origin} key={record.key!r} into {app.input_topic}")

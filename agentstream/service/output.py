@@ -191,7 +191,8 @@ class KafkaOutput:
         summary: str | None = None,
     ) -> None:
         if record is not None and source is None:
-            source = (self._app.input_topic, record.partition, record.offset or -1)
+            offset = -1 if record.offset is None else record.offset  # offset 0 is an offset
+            source = (self._app.input_topic, record.partition, offset)
         error_type = qualified_name(type(exc))
         location = user_frame(exc)
         headers = [

@@ -1,4 +1,5 @@
-"""The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/health`` (ready), ``/live``.
+"""The worker's HTTP endpoints: ``/metrics`` (Prometheus), ``/health`` (ready), ``/live``,
+and ``/keys/{key}`` (what the worker holds for a key, read-only: :mod:`.keys`).
 
 ``/health`` answers 200 ``ready`` once the worker's state is recovered, and 503 while it
 recovers, after it failed, or while the broker has not answered for longer than
@@ -7,10 +8,18 @@ recovers, after it failed, or while the broker has not answered for longer than
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from agentstream.observability.metrics import METRICS_CONTENT_TYPE, render
+from agentstream.service.keys import key_view
 from agentstream.service.worker import Worker
+
+
+def _dumps(body: object) -> str:
+    return json.dumps(body, ensure_ascii=False, default=repr)
+
 
 __all__ = ["WebServer"]
 
@@ -29,6 +38,7 @@ class WebServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
         app.router.add_get("/live", self._live)
+        app.router.add_get("/keys/{key}", self._key)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
@@ -40,6 +50,12 @@ class WebServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = render(self._worker.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    async def _key(self, request: web.Request) -> web.Response:
+        if self._worker.error is not None or not self._worker.ready.is_set():
+            return web.json_response({"error": "the worker is not ready"}, status=503)
+        status, body = await key_view(self._worker, request.match_info["key"])
+        return web.json_response(body, status=status, dumps=_dumps)
 
     async def _live(self, request: web.Request) -> web.Response:
         """Liveness: the process serves and has not failed (recovery may be under way)."""

@@ -50,6 +50,7 @@ from agentstream.service.app import AgentApp
 from agentstream.service.broker import client_settings
 from agentstream.service.codecs import codec_for, decode_key
 from agentstream.service.kafka_errors import kafka_errors
+from agentstream.service.keys import client_id
 from agentstream.service.output import (
     HEADER_EVENT_ID,
     HEADER_WATERMARK,
@@ -190,6 +191,7 @@ class Worker:
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=app.name,
+            client_id=client_id(app.name, s.web_port),  # how other workers find our /keys
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
@@ -378,6 +380,22 @@ class Worker:
                 self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
                     max(highwater - position, 0)
                 )
+
+    @property
+    def assigned_partitions(self) -> frozenset[int]:
+        """The input partitions this worker owns (their state is recovered)."""
+        return frozenset(self._assigned)
+
+    def input_partitions(self) -> int:
+        """How many partitions the input topic has (0 until known)."""
+        if self._consumer is None:
+            return 0
+        return len(self._consumer.partitions_for_topic(self.app.input_topic) or ())
+
+    @property
+    def web_address(self) -> str:
+        """This worker's web address, as configured."""
+        return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
     def broker_unreachable(self) -> str | None:
         """Why the broker counts as unreachable (past the grace period), or None."""
