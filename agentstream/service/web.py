@@ -68,7 +68,8 @@ class WebServer:
         if worker.error is not None:
             return web.json_response({"status": "failed", "error": str(worker.error)}, status=503)
         if not worker.ready.is_set():
-            return web.json_response({"status": "recovering"}, status=503)
+            body = {"status": "recovering", "partitions": worker.recovery_progress()}
+            return web.json_response(body, status=503)
         unreachable = worker.broker_unreachable()
         if unreachable is not None:
             return web.json_response(

@@ -392,6 +392,15 @@ class Worker:
             return 0
         return len(self._consumer.partitions_for_topic(self.app.input_topic) or ())
 
+    def recovery_progress(self) -> list[dict[str, Any]]:
+        """The partitions being recovered: records read, to read, and the rate."""
+        if self._store is None:
+            return []
+        return [
+            {"partition": p.partition, "read": p.read, "to_read": p.to_read, "rate": round(p.rate)}
+            for p in self._store.recovering()
+        ]
+
     @property
     def web_address(self) -> str:
         """This worker's web address, as configured."""

@@ -55,7 +55,7 @@ from agentstream.errors import (
 )
 from agentstream.state._partition import PartitionDB, open_partition
 from agentstream.state._pending import PendingWrites, Value, merge, produce_pending
-from agentstream.state.recovery import RecoveryStats, recover
+from agentstream.state.recovery import RecoveryProgress, RecoveryStats, recover
 
 __all__ = [
     "ChangelogStore",
@@ -114,6 +114,7 @@ class ChangelogStore:
         self._durable_version = 0  # every write up to this version is flushed
         self._flush_task: asyncio.Task[None] | None = None
         self._recoveries: dict[int, RecoveryStats] = {}
+        self._progress: dict[int, RecoveryProgress] = {}  # recoveries under way
         self._dirty = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._rebalance_lock = asyncio.Lock()
@@ -213,10 +214,12 @@ class ChangelogStore:
                         topic=self._topic,
                         bootstrap=self._bootstrap,
                         client_kwargs=self._client_kwargs,
+                        progress=self._progress,
                     )
                 )
             except BaseException:
                 for partition in new:
+                    self._progress.pop(partition, None)
                     db = self._dbs.pop(partition, None)
                     if db is not None:
                         db.close()
@@ -248,6 +251,10 @@ class ChangelogStore:
     def assigned(self) -> frozenset[int]:
         """The partitions that are recovered and readable/writable."""
         return frozenset(self._ready)
+
+    def recovering(self) -> list[RecoveryProgress]:
+        """The recoveries under way: records read, to read, rate (for /health)."""
+        return [self._progress[p] for p in sorted(self._progress)]
 
     def last_recovery(self, partition: int) -> RecoveryStats | None:
         """What the last :meth:`assign` of ``partition`` read from the changelog."""

@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from agentstream.errors import BrokerError
 from agentstream.state._partition import PartitionDB
 
-__all__ = ["RecoveryStats", "recover"]
+__all__ = ["RecoveryProgress", "RecoveryStats", "recover"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,24 @@ logger = logging.getLogger(__name__)
 # answers as soon as data is there, so this only bounds the wait at the changelog's end.
 _RECOVERY_FETCH_MAX_WAIT_MS = 20
 _RECOVERY_STALL_WARNING_S = 10.0
+_PROGRESS_LOG_S = 5.0  # how often a recovery under way logs how far it is
+
+
+@dataclass(frozen=True)
+class RecoveryProgress:
+    """How far the recovery of one partition is (logged every 5 s, shown by /health).
+
+    Attributes:
+        partition: the partition.
+        read: changelog records read so far.
+        to_read: records from the start to the changelog's end (None until known).
+        rate: records read per second so far.
+    """
+
+    partition: int
+    read: int
+    to_read: int | None
+    rate: float
 
 
 @dataclass(frozen=True)
@@ -73,10 +91,13 @@ async def recover(
     topic: str,
     bootstrap: str,
     client_kwargs: Mapping[str, Any],
+    progress: MutableMapping[int, RecoveryProgress] | None = None,
 ) -> dict[int, RecoveryStats]:
     """Catch each partition's database in ``dbs`` up with the end of its changelog.
 
     A database found ahead of its changelog is replaced in ``dbs`` by a rebuilt one.
+    ``progress`` is kept up to date with each partition still under way (and logged
+    every 5 s); a finished partition leaves it.
 
     Returns:
         What each partition's recovery did.
@@ -129,6 +150,7 @@ async def recover(
             await seek(partition)
         remaining = dict(tps)
         warn_at = started + _RECOVERY_STALL_WARNING_S
+        report_at = started + _PROGRESS_LOG_S
         while remaining:
             try:
                 fetched = await consumer.getmany(
@@ -143,6 +165,26 @@ async def recover(
                 changes = [(r.key, r.value) for r in records if r.key is not None]
                 dbs[tp.partition].write(changes, records[-1].offset)
                 applied[tp.partition] += len(changes)
+            if progress is not None or time.monotonic() >= report_at:
+                now = time.monotonic()
+                under_way = {
+                    p: _progress(consumer, tp, await consumer.position(tp), start, now - started)
+                    for p, tp in remaining.items()
+                }
+                if progress is not None:
+                    progress.update(under_way)
+                if now >= report_at:
+                    report_at = now + _PROGRESS_LOG_S
+                    for state in under_way.values():
+                        logger.info(
+                            "changelog %s: recovering partition %d: %d of %s records read "
+                            "(%.0f records/s)",
+                            topic,
+                            state.partition,
+                            state.read,
+                            "?" if state.to_read is None else state.to_read,
+                            state.rate,
+                        )
             # The end comes from the last Fetch response: its high watermark and last
             # stable offset (equal without transactions). aiokafka records them from
             # every successful response, also an empty one, so an empty changelog
@@ -159,6 +201,8 @@ async def recover(
                     await seek(partition)
                 elif position >= end:
                     del remaining[partition]
+                    if progress is not None:
+                        progress.pop(partition, None)
                     consumer.pause(tp)
                     recoveries[partition] = RecoveryStats(
                         partition=partition,
@@ -185,6 +229,21 @@ async def recover(
     finally:
         await consumer.stop()
     return recoveries
+
+
+def _progress(
+    consumer: AIOKafkaConsumer,
+    tp: TopicPartition,
+    position: int,
+    start: dict[int, int],
+    elapsed_s: float,
+) -> RecoveryProgress:
+    first = start.get(tp.partition, position)
+    read = max(position - first, 0)
+    end = consumer.last_stable_offset(tp)
+    end = consumer.highwater(tp) if end is None else end
+    to_read = None if end is None else max(end - first, read)
+    return RecoveryProgress(tp.partition, read, to_read, read / elapsed_s if elapsed_s > 0 else 0.0)
 
 
 def _reset(
