@@ -97,9 +97,10 @@ class EventLoggerConfig:
         include_event_types: if not empty, only these event types are logged. An entry
             matches an event's type name (``module.QualName``) or its class's short name.
         exclude_event_types: event types never logged (same matching); wins over include.
-        flush: ``"always"`` flushes after every record; ``"interval"`` when
-            ``flush_interval_seconds`` have passed since the last flush (checked on append)
-            and on :meth:`EventLogger.flush`; ``"close"`` only on flush/close.
+        flush: ``"always"`` flushes after every record; ``"interval"`` at least every
+            ``flush_interval_seconds`` (on append, and by a background thread while the
+            logger is idle) and on :meth:`EventLogger.flush`; ``"close"`` only on
+            flush/close.
         flush_interval_seconds: the interval of the ``"interval"`` policy.
         properties: free-form settings for custom loggers.
     """
@@ -262,6 +263,8 @@ class FileEventLogger:
         self._clock = clock
         self._last_flush = clock()
         self._warned = False
+        self._dirty = False  # records written since the last flush
+        self._stop_flusher: threading.Event | None = None
 
     def __enter__(self) -> FileEventLogger:
         self.open()
@@ -295,6 +298,7 @@ class FileEventLogger:
                 if file is None:
                     return
                 file.write(line + "\n")
+                self._dirty = True
                 self.records_written += 1
                 self._maybe_flush_locked(file)
             except Exception as exc:
@@ -314,6 +318,9 @@ class FileEventLogger:
         """Flush and close the file; a later :meth:`append` reopens it. Never raises."""
         with self._lock:
             file, self._file = self._file, None
+            if self._stop_flusher is not None:
+                self._stop_flusher.set()
+                self._stop_flusher = None
             if file is None:
                 return
             try:
@@ -326,7 +333,30 @@ class FileEventLogger:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
             self._last_flush = self._clock()
+            self._start_flusher_locked()
         return self._file
+
+    def _start_flusher_locked(self) -> None:
+        """Under the ``"interval"`` policy, a thread flushes what was written at every
+        interval, so lines reach the file on an idle worker too (and a killed process
+        loses at most one interval)."""
+        if self.config.flush != "interval" or self._stop_flusher is not None:
+            return
+        stop = self._stop_flusher = threading.Event()
+        interval = max(self.config.flush_interval_seconds, 0.01)
+
+        def flush_periodically() -> None:
+            while not stop.wait(interval):
+                with self._lock:
+                    if self._dirty and self._file is not None and not stop.is_set():
+                        try:
+                            self._flush_locked(self._file)
+                        except Exception as exc:
+                            self._failed("flush", None, exc)
+
+        threading.Thread(
+            target=flush_periodically, name="agentstream-eventlog-flush", daemon=True
+        ).start()
 
     def _maybe_flush_locked(self, file: IO[str]) -> None:
         policy = self.config.flush
@@ -338,6 +368,7 @@ class FileEventLogger:
 
     def _flush_locked(self, file: IO[str]) -> None:
         file.flush()
+        self._dirty = False
         self._last_flush = self._clock()
 
     def _failed(self, what: str, record: EventLogRecord | None, exc: Exception) -> None:

@@ -102,7 +102,14 @@ def parse_event_log_record(line: str) -> EventLogRecord:
         "source_timestamp": data.get("source_timestamp"),
     }
     event = _rebuild_event(event_type, ident, payload)
-    return EventLogRecord(time=when, key=data.get("key"), seq=seq, event=event, action=action)
+    return EventLogRecord(
+        time=when,
+        key=data.get("key"),
+        seq=seq,
+        event=event,
+        action=action,
+        replayed=data.get("replayed") is True,
+    )
 
 
 def _rebuild_event(event_type: str, ident: dict[str, Any], payload: dict[str, Any]) -> Event:

@@ -28,7 +28,7 @@ from pydantic_core import to_json
 
 from agentstream.api.events import Event
 
-__all__ = ["EventLogRecord", "logged_type_name"]
+__all__ = ["DurableCallLogged", "EventLogRecord", "logged_type_name"]
 
 _GENERIC_EVENT_TYPE = Event.type_name()
 
@@ -81,6 +81,27 @@ def _format_time(epoch_seconds: float) -> str:
     return datetime.fromtimestamp(epoch_seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class DurableCallLogged(Event):
+    """The event-log record of a durable call (not an event actions see or send).
+
+    Attributes:
+        function: the function's id (``module.qualname``).
+        args_digest: the digest of its arguments (what replay compares).
+        position: the call's index in the action run.
+        outcome: ``ok``, ``error`` (the call raised) or ``replayed`` (served from the
+            record, the function not called).
+        latency_ms: how long the call took (0 when replayed).
+        error: the exception's type and message, for ``error``.
+    """
+
+    function: str
+    args_digest: str
+    position: int
+    outcome: str
+    latency_ms: float
+    error: str | None = None
+
+
 @dataclass(frozen=True)
 class EventLogRecord:
     """One processed event, as the event log stores it.
@@ -91,6 +112,8 @@ class EventLogRecord:
         seq: the key's sequence number of the input being processed.
         event: the event itself.
         action: the action that sent the event; None for input events.
+        replayed: the event was re-sent by a replayed action (one that had completed
+            before a restart and did not run again).
     """
 
     time: float
@@ -98,6 +121,7 @@ class EventLogRecord:
     seq: int
     event: Event
     action: str | None = None
+    replayed: bool = False
 
     def to_json_dict(self, max_payload_bytes: int | None = None) -> dict[str, Any]:
         """The record as a JSON-able dict (the on-disk format).
@@ -109,7 +133,8 @@ class EventLogRecord:
 
         Returns:
             A dict with ``time`` (ISO-8601, UTC), ``key``, ``seq``, ``event_type``, ``id``,
-            ``parent_id``, ``action``, ``source_timestamp`` and ``payload``.
+            ``parent_id``, ``action``, ``source_timestamp`` and ``payload``; and
+            ``"replayed": true`` for an event re-sent by a replayed action.
         """
         encoded = _payload_json(_logged_payload(self.event))
         payload: dict[str, Any]
@@ -118,7 +143,7 @@ class EventLogRecord:
             payload = {"truncated": True, "preview": preview}
         else:
             payload = json.loads(encoded)
-        return {
+        line = {
             "time": _format_time(self.time),
             "key": json.loads(_to_json(self.key)),
             "seq": self.seq,
@@ -129,3 +154,6 @@ class EventLogRecord:
             "source_timestamp": self.event.source_timestamp,
             "payload": payload,
         }
+        if self.replayed:
+            line["replayed"] = True
+        return line

@@ -23,6 +23,7 @@ import hashlib
 import inspect
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from concurrent.futures import Executor
 from typing import Any, Final, Protocol, TypeVar
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 # Final: the compiled build keeps these in C variables (a plain global is a dict lookup).
 _get_ident: Final = threading.get_ident
+_clock: Final = time.perf_counter
 # Event classes that passed send_event's type checks (they depend on the class only).
 _SENDABLE: Final[set[type]] = set()
 
@@ -79,6 +81,10 @@ class ContextHost(Protocol):
     def persist_calls(self, ctx: RunnerContextImpl) -> None: ...
 
     def replayed_call(self, ctx: RunnerContextImpl) -> None: ...
+
+    def logged_call(
+        self, ctx: RunnerContextImpl, record: CallRecord, position: int, latency_s: float | None
+    ) -> None: ...
 
     def metric_groups(self, action: str) -> tuple[MetricGroup, MetricGroup]: ...
 
@@ -327,6 +333,7 @@ class RunnerContextImpl(RunnerContext):
         self.calls.append(record)
         if not self._verify:
             self._host.replayed_call(self)
+            self._host.logged_call(self, record, len(self.calls) - 1, None)
 
     @staticmethod
     def _outcome(fn: Callable[..., Any], fid: str, digest: str, result: Any) -> CallRecord:
@@ -371,11 +378,14 @@ class RunnerContextImpl(RunnerContext):
         fid: str,
         digest: str,
         started: bool,
+        started_at: float,
         result: Any = None,
         exc: BaseException | None = None,
     ) -> None:
         record = self._failure(fid, digest, exc) if exc else self._outcome(fn, fid, digest, result)
         self._record(record, replace_last=started)
+        if not self._verify:
+            self._host.logged_call(self, record, len(self.calls) - 1, _clock() - started_at)
 
     def durable_execute(
         self, fn: Callable[..., T], *args: Any, reconciler: Reconciler | None = None, **kwargs: Any
@@ -386,16 +396,17 @@ class RunnerContextImpl(RunnerContext):
         if replayed is not None:
             return replayed[0]
         target = reconciler if reconcile and reconciler is not None else fn
+        started_at = _clock()
         try:
             result = target(*args, **kwargs)
         except Exception as exc:
-            self._finish(fn, fid, digest, reconciler is not None, exc=exc)
+            self._finish(fn, fid, digest, reconciler is not None, started_at, exc=exc)
             raise
         if inspect.isawaitable(result):
             if inspect.iscoroutine(result):
                 result.close()  # it never ran: no "never awaited" warning on top
             raise TypeError(self._use_async(fn))
-        self._finish(fn, fid, digest, reconciler is not None, result=result)
+        self._finish(fn, fid, digest, reconciler is not None, started_at, result=result)
         return result
 
     def _use_async(self, fn: Callable[..., Any]) -> str:
@@ -451,6 +462,7 @@ class RunnerContextImpl(RunnerContext):
         if replayed is not None:
             return replayed[0]
         target: Callable[..., Any] = reconciler if reconcile and reconciler is not None else fn
+        started_at = _clock()
         try:
             if inspect.iscoroutinefunction(target):
                 result = await target(*args, **kwargs)
@@ -462,10 +474,10 @@ class RunnerContextImpl(RunnerContext):
                 if inspect.isawaitable(result):
                     result = await result
         except Exception as exc:
-            self._finish(fn, fid, digest, reconciler is not None, exc=exc)
+            self._finish(fn, fid, digest, reconciler is not None, started_at, exc=exc)
             await self._durable()
             raise
-        self._finish(fn, fid, digest, reconciler is not None, result=result)
+        self._finish(fn, fid, digest, reconciler is not None, started_at, result=result)
         # The outcome is durable before the action goes on: a crash from here on never
         # repeats this call.
         await self._durable()

@@ -25,7 +25,7 @@ class KeyRun:
     """
 
     __slots__ = ("_sensory", "_tag", "aborted", "attempt", "fresh", "in_flight", "key",
-                 "recent", "record", "sent", "seq", "short", "slot", "tasks",
+                 "recent", "record", "replayed", "sent", "seq", "short", "slot", "tasks",
                  "waiter")  # fmt: skip
 
     def __init__(
@@ -52,6 +52,7 @@ class KeyRun:
         self.aborted = False
         self.sent = 0  # events the input's actions sent (bounded: a loop is stopped)
         self.recent: list[str] | None = None  # type names of the last ones, near the bound
+        self.replayed: set[str] | None = None  # ids of events re-sent by replayed actions
 
     @property
     def sensory(self) -> MemoryStore:

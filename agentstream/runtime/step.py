@@ -41,9 +41,15 @@ from agentstream.errors import (
     UnhandledEventError,
 )
 from agentstream.observability.eventlog import EventLogger, EventLogRecord
+from agentstream.observability.eventlog_record import DurableCallLogged
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.runtime import adopt as _adopt
-from agentstream.runtime.action_state import ActionState, ActionStateStore, new_action_state
+from agentstream.runtime.action_state import (
+    ActionState,
+    ActionStateStore,
+    CallRecord,
+    new_action_state,
+)
 from agentstream.runtime.context import ReplayMismatch, RunnerContextImpl
 from agentstream.runtime.counts import RuntimeCounts
 from agentstream.runtime.eventtime import EventTimeTracker
@@ -65,6 +71,11 @@ adopt: Final = _adopt.adopt
 first_result: Final = _adopt.first_result
 Returned: Final = _adopt.Returned
 _RECENT: Final = 8  # event types named when an input passes max_events_per_input
+
+
+def _replayed(run: KeyRun, event: Event) -> bool:
+    """Whether ``event`` was re-sent by a replayed action (for the event log)."""
+    return run.replayed is not None and event.id in run.replayed
 
 
 def _returned(action: Action, value: Any) -> TypeError:
@@ -155,6 +166,33 @@ class ActionStep:
     def replayed_call(self, ctx: RunnerContextImpl) -> None:
         self._counts.child(self.metrics.durable_calls_replayed, ctx.action_name).inc()
 
+    def logged_call(
+        self, ctx: RunnerContextImpl, record: CallRecord, position: int, latency_s: float | None
+    ) -> None:
+        """Log a durable call to the event log (``latency_s`` None: served from the record)."""
+        if self._event_logger is None or record.status == "started":
+            return
+        event = ctx.event
+        outcome = "replayed" if latency_s is None else record.status
+        logged = DurableCallLogged(
+            id=f"{event.id}/{ctx.action_name}/call-{position}",
+            parent_id=event.id,
+            source_timestamp=event.source_timestamp,
+            function=record.fn_id,
+            args_digest=record.digest,
+            position=position,
+            outcome=outcome,
+            latency_ms=0.0 if latency_s is None else round(latency_s * 1000, 3),
+            error=None
+            if record.status != "error"
+            else f"{record.error_type}: {record.error_message}",
+        )
+        self._event_logger.append(
+            EventLogRecord(
+                time.time(), ctx.key, ctx.seq, logged, ctx.action_name, latency_s is None
+            )
+        )
+
     def metric_groups(self, action: str) -> tuple[MetricGroup, MetricGroup]:
         """(agent group, action group) of ``action``'s metrics."""
         groups = self._groups.get(action)
@@ -176,7 +214,9 @@ class ActionStep:
     def _dispatch(self, run: KeyRun, event: Event, sender: str | None) -> None:
         """Process a non-output event: log and count it, queue the actions it triggers."""
         if self._event_logger is not None:
-            self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
+            self._event_logger.append(
+                EventLogRecord(time.time(), run.key, run.seq, event, sender, _replayed(run, event))
+            )
         event_type = type(event)
         self._counts.events[event_type] += 1
         actions = self._actions.get(event_type)
@@ -192,7 +232,9 @@ class ActionStep:
         type and count it; a strict runner fails the input instead."""
         event_type = type(event)
         if self._event_logger is not None:
-            self._event_logger.append(EventLogRecord(time.time(), run.key, run.seq, event, sender))
+            self._event_logger.append(
+                EventLogRecord(time.time(), run.key, run.seq, event, sender, _replayed(run, event))
+            )
         self._counts.events[event_type] += 1
         self._counts.child(self.metrics.unhandled_events, event_type.type_name()).inc()
         if self._strict:
@@ -272,7 +314,9 @@ class ActionStep:
         if isinstance(event, OutputEvent):
             if self._event_logger is not None:
                 self._event_logger.append(
-                    EventLogRecord(time.time(), run.key, run.seq, event, sender)
+                    EventLogRecord(
+                        time.time(), run.key, run.seq, event, sender, _replayed(run, event)
+                    )
                 )
             counts = self._counts
             counts.events[type(event)] += 1
@@ -341,6 +385,11 @@ class ActionStep:
         if state is not None and state.completed:  # replay: the action does not run
             packed: Sequence[bytes] = state.sent_events
             events: Sequence[Event] = [unpack_event(e) for e in packed]
+            if self._event_logger is not None and events:  # logged as replayed
+                replayed = run.replayed
+                if replayed is None:
+                    replayed = run.replayed = set()
+                replayed.update(str(e.id) for e in events)
             run.apply(state.memory_updates)
             self._counts.child(self.metrics.actions_replayed, name).inc()
             return self._send_on(run, events, packed, name)

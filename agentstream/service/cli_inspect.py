@@ -250,7 +250,7 @@ def _tree_lines(records: list[Any]) -> Iterable[str]:
     for record in records:
         ident = record.event.id
         repeats[ident] += 1
-        by_id.setdefault(ident, record)
+        by_id[ident] = record  # the latest attempt (a restart logs an input again)
     children: dict[str | None, list[Any]] = defaultdict(list)
     for record in by_id.values():
         parent = record.event.parent_id
@@ -259,6 +259,15 @@ def _tree_lines(records: list[Any]) -> Iterable[str]:
     def event_line(record: Any) -> str:
         event = record.event
         payload = event.attributes()
+        if record.event_type.endswith(".DurableCallLogged"):
+            took = (
+                "" if payload.get("outcome") == "replayed" else f", {payload.get('latency_ms')} ms"
+            )
+            error = f": {payload['error']}" if payload.get("error") else ""
+            return (
+                f"durable call #{payload.get('position')} {payload.get('function')} "
+                f"-> {payload.get('outcome')}{took}{error}"
+            )
         shown = payload.get("input", payload.get("output", payload))
         flags = []
         if getattr(event, "replayed", False) or record.replayed:
