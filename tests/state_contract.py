@@ -22,6 +22,7 @@ from collections.abc import Hashable
 from typing import Any, Protocol
 
 from agentstream.runtime.action_state import ActionState, ActionStateStore, CallRecord
+from agentstream.runtime.memory import MemoryStore
 from agentstream.runtime.records import InputRecord, KeyRecord, KeyStateBackend
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "test_a_new_record_replaces_the_old_one",
     "test_action_state_round_trips_with_every_field",
     "test_every_key_with_a_record_is_listed",
+    "test_memory_comes_back_as_the_last_finished_input_left_it",
+    "test_memory_is_kept_per_key_and_a_put_without_memory_keeps_it",
     "test_pruning_drops_the_input_and_nothing_else",
     "test_pruning_inputs_in_order_leaves_none_behind",
     "test_pruning_what_is_not_there_is_harmless",
@@ -90,10 +93,9 @@ async def test_a_key_record_round_trips_with_every_field(backend: Backend) -> No
         seq=7,
         current=_input("a", {"text": "hi", "n": [1, 2.5, None, True]}, 7),
         pending=[_input("a", "second", 8), _input("a", b"\x00raw", 9)],
-        memory={"count": 3, "nested": {"list": [1, "x"], "bytes": b"\x01"}},
         last_offset=9,
     )
-    idle = KeyRecord(seq=2, memory={"done": True}, last_offset=4)
+    idle = KeyRecord(seq=2, last_offset=4)
     backend.key_state.put(A, record)
     backend.key_state.put(B, idle)
     await backend.reopen()
@@ -193,3 +195,65 @@ async def test_pruning_what_is_not_there_is_harmless(backend: Backend) -> None:
     await backend.reopen()
     assert backend.action_states.get(B, 1, "plan", "e1") == _state(1)
     assert not backend.action_states.has_input(A, 1)
+
+
+def _memory(*writes: tuple[str, str, Any], base: dict[str, Any] | None = None) -> MemoryStore:
+    """A short-term memory after ``writes`` (("set", path, value) or ("obj", path, None))
+    over ``base`` (what the backend returned), as an input leaves it."""
+    store = MemoryStore("short", base)
+    for op, path, value in writes:
+        store.apply((op, "short", path, value))
+    return store
+
+
+def _tree(state: dict[str, Any] | None) -> tuple[dict[str, Any], list[str]]:
+    if state is None:
+        return {}, []
+    return dict(state["values"]), sorted(state["objects"])
+
+
+async def test_memory_comes_back_as_the_last_finished_input_left_it(backend: Backend) -> None:
+    """Scenario: three inputs of a key finish: the first writes a counter, a big value
+    and an object with a field; the second bumps the counter only; the third replaces
+    the object by a plain value and adds a nested path. We expect: after each, and after
+    a restart, the memory is what the input left, paths and objects alike."""
+    states = backend.key_state
+    big = "x" * 100_000
+    first = _memory(("set", "n", 1), ("set", "big", big), ("set", "profile.name", "Ada"))
+    states.put(A, KeyRecord(seq=1), first)
+    assert _tree(states.memory(A)) == (
+        {"n": 1, "big": big, "profile.name": "Ada"},
+        ["profile"],
+    )
+    second = _memory(("set", "n", 2), base=states.memory(A))
+    states.put(A, KeyRecord(seq=2), second)
+    third = _memory(
+        ("set", "profile", "gone"), ("set", "doc.a.b", [1, {"c": b"\x00"}]), base=states.memory(A)
+    )
+    states.put(A, KeyRecord(seq=3), third)
+    expected = (
+        {"n": 2, "big": big, "profile": "gone", "doc.a.b": [1, {"c": b"\x00"}]},
+        ["doc", "doc.a"],
+    )
+    assert _tree(states.memory(A)) == expected
+    await backend.reopen()
+    assert _tree(backend.key_state.memory(A)) == expected
+    assert backend.key_state.get(A) == KeyRecord(seq=3)
+
+
+async def test_memory_is_kept_per_key_and_a_put_without_memory_keeps_it(backend: Backend) -> None:
+    """Scenario: two keys finish inputs with memory; then one accepts a pending input (a
+    put without memory) and the other's memory is emptied. We expect: each key keeps its
+    own memory, the put without memory changes none, and an empty memory reads as None."""
+    states = backend.key_state
+    states.put(A, KeyRecord(seq=1), _memory(("set", "who", "a")))
+    states.put(B, KeyRecord(seq=1), _memory(("set", "who", "b"), ("obj", "o", None)))
+    states.put(A, KeyRecord(seq=2, current=_input("a", 2, 2)))
+    emptied = _memory(base=states.memory(B))
+    emptied.clear()
+    states.put(B, KeyRecord(seq=2), emptied)
+    assert states.memory(C) is None
+    await backend.reopen()
+    assert _tree(backend.key_state.memory(A)) == ({"who": "a"}, [])
+    assert backend.key_state.memory(B) is None
+    assert backend.key_state.get(A) == KeyRecord(seq=2, current=_input("a", 2, 2))

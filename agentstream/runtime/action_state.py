@@ -74,6 +74,10 @@ def _updates(updates: list[list[Any]]) -> tuple[MemoryUpdate, ...]:
     return tuple([tuple(u) for u in updates])
 
 
+def _same(fields: list[Any]) -> list[Any]:
+    return fields
+
+
 def _from_unversioned(fields: list[Any]) -> list[Any]:
     """Version 0 pickled call results: they are never read; the calls run again."""
     return [*fields[:3], []]
@@ -88,7 +92,7 @@ register_record(
         "sent_events": (None, tuple),
         "calls": many(CallRecord),
     },
-    migrations={0: _from_unversioned},
+    migrations={0: _from_unversioned, 1: _same},  # 2 changed only the key record
     build=new_action_state,
 )
 

@@ -74,7 +74,7 @@ def describe_key(operator: Operator, slot: Hashable) -> dict[str, Any] | None:
     if record is None:
         return None
     run = operator.run_of(slot)
-    memory = memory_tree(run.short if run is not None else record.memory)
+    memory = memory_tree(run.short if run is not None else operator.key_state.memory(slot))
     queued = (
         [
             {"action": action.name, "event_type": type(event).type_name()}

@@ -7,6 +7,9 @@ later mutation of the caller's object out of memory. A value that would not come
 exactly (a tuple, a datetime, a model) is refused at ``set``. ``get`` returns a copy of a
 list or dict: changing it in place changes nothing until it is ``set`` back (so what an
 action changed is always recorded, and replays the same).
+
+A store also notes which paths it changed since it was loaded (``touched``), so that a
+backend that keeps memory per path writes only those (DESIGN.md, "State layout and cost").
 """
 
 from __future__ import annotations
@@ -110,13 +113,18 @@ class MemoryStore:
     Copy on write: the containers may be shared with a snapshot or a stored record
     (``_shared``); the first write after that copies them, so taking a snapshot or dumping
     costs nothing for an input that does not write.
+
+    ``touched`` holds every path (value or object) written or removed since the store was
+    built, None while there is none: a superset of what changed (a rolled-back write stays
+    in it), so that a per-path backend writes those paths and nothing else.
     """
 
-    __slots__ = ("_shared", "_state", "objects", "scope", "values")
+    __slots__ = ("_shared", "_state", "objects", "scope", "touched", "values")
 
     def __init__(self, scope: str, state: dict[str, Any] | None = None):
         self.scope = scope
         self._state = state  # what the store was built from, while unchanged
+        self.touched: set[str] | None = None
         if state:
             self.values: dict[str, Any] = state["values"]
             self.objects: set[str] = set(state["objects"])
@@ -157,17 +165,29 @@ class MemoryStore:
             self.values = dict(self.values)
             self.objects = set(self.objects)
             self._shared = False
+        if self.touched is None:
+            self.touched = set()
 
     def clear(self) -> None:
+        if self.values or self.objects:
+            self._own()
+            assert self.touched is not None
+            self.touched.update(self.values, self.objects)
         self.values = {}
         self.objects = set()
         self._shared = False
 
     def _drop_subtree(self, path: str) -> None:
         prefix = path + "."
+        touched = self.touched
+        assert touched is not None  # _own ran
         for p in [p for p in self.values if p == path or p.startswith(prefix)]:
             del self.values[p]
-        self.objects = {o for o in self.objects if not (o == path or o.startswith(prefix))}
+            touched.add(p)
+        dropped = {o for o in self.objects if o == path or o.startswith(prefix)}
+        if dropped:
+            self.objects -= dropped
+            touched.update(dropped)
 
     def check_parents(self, path: str) -> None:
         """Raise if a parent of ``path`` holds a plain value (``path`` cannot exist)."""
@@ -180,31 +200,50 @@ class MemoryStore:
                     f"{parent!r} itself, or make it an object with new_object"
                 )
 
-    def _ensure_parents(self, path: str) -> None:
+    def _ensure_parents(self, path: str, replay: bool) -> None:
         parts = path.split(".")
+        touched = self.touched
+        assert touched is not None  # _own ran
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])
             if parent in self.values:
-                raise ValueError(
-                    f"cannot create {path!r}: {parent!r} holds a value, not an object; set "
-                    f"{parent!r} as a whole, or replace it with new_object(overwrite=True)"
-                )
-            self.objects.add(parent)
+                if not replay:
+                    raise ValueError(
+                        f"cannot create {path!r}: {parent!r} holds a value, not an object; "
+                        f"set {parent!r} as a whole, or replace it with "
+                        "new_object(overwrite=True)"
+                    )
+                # Replaying over memory that already holds the input's later writes (a
+                # crash cut the input's finish in half): the update wins, as it did live.
+                del self.values[parent]
+            if parent not in self.objects:
+                self.objects.add(parent)
+                touched.add(parent)
 
-    def apply(self, update: MemoryUpdate) -> None:
-        """Apply one recorded update (used live and on replay)."""
+    def apply(self, update: MemoryUpdate, replay: bool = False) -> None:
+        """Apply one recorded update (used live and on replay).
+
+        A recorded update is an assignment, so replaying an input's updates in order gives
+        the same memory whether the store holds the memory of the input's start or some of
+        the input's own writes already; ``replay`` lets an update replace a value where it
+        needs an object (which a live write refuses).
+        """
         op, _scope, path, value = update
         self._own()
+        touched = self.touched
+        assert touched is not None
         if op == "set":
             if self.objects and path in self.objects:
                 self._drop_subtree(path)
             if "." in path:
-                self._ensure_parents(path)
+                self._ensure_parents(path, replay)
             self.values[path] = value
+            touched.add(path)
         elif op == "obj":
             self._drop_subtree(path)
-            self._ensure_parents(path)
+            self._ensure_parents(path, replay)
             self.objects.add(path)
+            touched.add(path)
         else:  # pragma: no cover - records are written by this module only
             raise ValueError(f"unknown memory update {op!r}")
 
@@ -247,7 +286,7 @@ def memory_tree(store: MemoryStore | dict[str, Any] | None) -> dict[str, Any]:
 def apply_updates(stores: dict[str, MemoryStore], updates: Iterable[MemoryUpdate]) -> None:
     """Re-apply recorded updates to the stores by scope."""
     for update in updates:
-        stores[update[1]].apply(update)
+        stores[update[1]].apply(update, True)
 
 
 class StoreMemoryObject(MemoryObject):

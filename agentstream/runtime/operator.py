@@ -15,7 +15,8 @@ Design note (mirrors Flink Agents' ActionExecutionOperator)::
                           │ yes
        input: InputEvent ─► dispatch ─► tasks (action, event), one step at a time
        (agentstream.runtime.step); the input is done when no task is queued and no
-       routed event is in flight ─► memory saved, the next pending input (one write).
+       routed event is in flight ─► the memory it changed and the next pending input
+       (one transition: ``put(slot, record, memory)``).
 
 The key loop runs inline in on_input until a step has to wait (an action awaits, the sink
 or router sends, the barrier flushes); the key then gets a task that goes on from that
@@ -87,7 +88,7 @@ class Operator(ActionStep):
 
     Args:
         agent: the agent whose actions run.
-        key_state: per-key bookkeeping (seq, current and pending inputs, memory).
+        key_state: per-key bookkeeping (seq, current and pending inputs) and memory.
         action_states: where action runs are recorded for replay-skip.
         output: receives OutputEvents.
         router: carries other sent events through a topic; None processes them at once.
@@ -163,7 +164,8 @@ class Operator(ActionStep):
         # The state methods of the hot path, bound once (a protocol's method is otherwise
         # looked up by name on every call).
         self._get_key: Callable[[Hashable], KeyRecord | None] = key_state.get
-        self._put_key: Callable[[Hashable, KeyRecord], None] = key_state.put
+        self._put_key: Callable[..., None] = key_state.put
+        self._get_memory: Callable[[Hashable], dict[str, Any] | None] = key_state.memory
         self._has_input: Callable[[Hashable, int], bool] = action_states.has_input
         self._prune_input: Callable[[Hashable, int], None] = action_states.prune
         self._on_fatal = on_fatal
@@ -403,7 +405,7 @@ class Operator(ActionStep):
             seq,
             record,
             self._attempt(),
-            MemoryStore("short", rec.memory),
+            MemoryStore("short", self._get_memory(slot)),
             not self._has_input(slot, seq),
         )
         event = _new_input_event(
@@ -447,13 +449,12 @@ class Operator(ActionStep):
         """
         if rec is None:
             rec = self._get_key(slot) or KeyRecord(seq=run.seq)
-        rec.memory = run.short.dump()
         rec.current = None
         if rec.pending:
             rec.current = rec.pending.pop(0)
             rec.seq += 1
             self._counts.pending -= 1
-        self._put_key(slot, rec)
+        self._put_key(slot, rec, run.short)
         if self._prune_finished:
             self._prune_input(slot, run.seq)
         else:

@@ -1,34 +1,101 @@
-"""The operator's state on a :class:`ChangelogStore`: key records and action state.
+"""The operator's state on a :class:`ChangelogStore`: key records, memory and action state.
 
-Layout in each partition's store (keys are msgpack-encoded record keys)::
+Layout in each partition's store (``K`` is the record key, msgpack-encoded, behind its
+length in 4 bytes; ``seq`` is 8 bytes big-endian)::
 
-    b"k" + key                 -> KeyRecord           (one write per key transition)
-    b"a" + key + b"\\0" + seq   -> {action\\0event_id: ActionState bytes} of one input
+    b"k" + key (msgpack)            -> KeyRecord: seq, current and pending inputs, offset
+    b"i" + K                        -> memory index: [value paths, object paths]
+    b"m" + K + path                 -> one short-term memory value
+    b"r" + K + seq                  -> b"" (the input has action state: ``has_input``)
+    b"r" + K + seq + action\\0event -> ActionState of one action run, written once
 
-Action state of one input lives in one value, so pruning an input is one tombstone and a
-lookup is one read. The operator addresses a key by its slot, ``(partition, key)``: the
-partition its records come from, whose store holds its state.
+An input's cost follows what it changes: the key record is small; the memory paths an
+input wrote (and only those) are written when it finishes, the index only when the set of
+paths changed; each action run is written once under its own key. Pruning an input
+deletes the keys this process wrote for it (a prefix scan only for an input recovered
+from the changelog and not seen since).
+
+Design note (one transition, several changelog records)::
+
+    finish of input n:  b"m" paths n changed ─► b"i" (if the paths changed) ─► b"k"
+    (the pending writes are produced in the order of their last write, and Kafka keeps
+    a partition's order, so any prefix of the changelog a crash leaves holds all of
+    n's action runs before any memory n wrote, and n's memory before its finish)
+
+A crash that cuts n's finish in half leaves ``b"k"`` saying n is current while some of
+n's memory writes are stored. Recovery re-runs n: every action of n completed (memory is
+written only at the finish), so each replays from its record, and a recorded memory
+update is an assignment: replaying them in order over memory holding some of n's writes
+gives what it gave over the memory of n's start (``MemoryStore.apply`` with replay).
+Memory is never written mid-input, so an action that runs for real always sees the memory
+of its input's start plus the writes of the actions before it.
+
+Older data directories and changelogs (record version 1: the whole memory inside the key
+record, one value for all of an input's action state under ``b"a" + key + \\0 + seq``)
+are migrated as they are read: a key's record, memory and current input's action state
+on its first read; the rest is garbage collected when the partition is assigned.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Hashable, Iterable, Iterator
-from typing import Any
+from typing import Any, Final
 
+from agentstream.errors import SerializationError
 from agentstream.runtime.action_state import ActionState
-from agentstream.runtime.records import KeyRecord, decode_record, encode_record
+from agentstream.runtime.memory import MemoryStore
+from agentstream.runtime.records import (
+    RECORD_VERSION,
+    KeyRecord,
+    LegacyKeyRecord,
+    decode_record,
+    encode_record,
+    split_legacy,
+)
 from agentstream.serde import dumps, loads
 from agentstream.state.changelog import ChangelogStore
 
 __all__ = ["ChangelogActionStateStore", "ChangelogKeyState", "Slot"]
 
-_KEY = b"k"
-_ACTION = b"a"
+_KEY: Final = b"k"
+_INDEX: Final = b"i"
+_MEMORY: Final = b"m"
+_RUN: Final = b"r"
+_LEGACY_ACTION: Final = b"a"  # version 1: all of an input's action state in one value
+_VALUE_VERSION: Final = bytes([RECORD_VERSION])
+_MISSING: Final[Any] = object()
 
 
 def _key_bytes(key: Hashable) -> bytes:
     return dumps(key, what="record key")
+
+
+def _kid(key: Hashable) -> bytes:
+    """The record key as a self-delimiting prefix: its length, then its msgpack bytes."""
+    packed = _key_bytes(key)
+    return struct.pack(">I", len(packed)) + packed
+
+
+def _input_key(key: Hashable, seq: int) -> bytes:
+    return _RUN + _kid(key) + struct.pack(">Q", seq)
+
+
+def _run_name(action: str, event_id: str) -> bytes:
+    return f"{action}\0{event_id}".encode()
+
+
+def _pack(value: Any, what: str) -> bytes:
+    return _VALUE_VERSION + dumps(value, what=what)
+
+
+def _unpack(raw: bytes, what: str) -> Any:
+    if raw[:1] != _VALUE_VERSION:
+        raise SerializationError(
+            f"{what} was written in record format version {raw[:1].hex() or 'none'}; this "
+            f"version of agentstream reads version {RECORD_VERSION} (upgrade it)"
+        )
+    return loads(raw[1:])
 
 
 Slot = tuple[int, Hashable]
@@ -39,36 +106,125 @@ class ChangelogKeyState:
     """:class:`KeyStateBackend` over the changelogged store.
 
     Records of busy keys (an input in flight) are also kept decoded in memory, since
-    they change several times per input; idle keys live only in RocksDB, so the Python
-    heap is bounded by the keys in flight, not by all keys ever seen.
+    they change several times per input, and so is their memory as of their last finished
+    input; idle keys live only in RocksDB, so the Python heap is bounded by the keys in
+    flight, not by all keys ever seen.
     """
 
     def __init__(self, store: ChangelogStore):
         self._store = store
         self._busy: dict[Slot, KeyRecord] = {}
+        self._busy_memory: dict[Slot, dict[str, Any] | None] = {}
 
     def get(self, slot: Any) -> KeyRecord | None:
         record = self._busy.get(slot)
         if record is not None:
             return record
         raw = self._store.get(slot[0], _KEY + _key_bytes(slot[1]))
-        return None if raw is None else decode_record(KeyRecord, raw)
+        if raw is None:
+            return None
+        if raw[:1] == _VALUE_VERSION:
+            return decode_record(KeyRecord, raw)
+        return self._migrate(slot, raw)
 
-    def put(self, slot: Any, record: KeyRecord) -> None:
+    def put(self, slot: Any, record: KeyRecord, memory: MemoryStore | None = None) -> None:
+        partition = slot[0]
+        if memory is not None:
+            self._write_memory(partition, _kid(slot[1]), memory)
         # Deferred: a busy key's record changes with every input it accepts or finishes;
         # only the state at flush time is encoded (a hot key's long pending queue would
-        # otherwise be re-encoded on every arrival).
-        self._store.put_deferred(slot[0], _KEY + _key_bytes(slot[1]), lambda: encode_record(record))
+        # otherwise be re-encoded on every arrival). Written after the memory: see above.
+        self._store.put_deferred(
+            partition, _KEY + _key_bytes(slot[1]), lambda: encode_record(record)
+        )
         if record.current is None:
             self._busy.pop(slot, None)
+            self._busy_memory.pop(slot, None)
         else:
             self._busy[slot] = record
+            if memory is not None:
+                self._busy_memory[slot] = memory.dump()
+
+    def memory(self, slot: Any) -> dict[str, Any] | None:
+        state = self._busy_memory.get(slot, _MISSING)
+        if state is not _MISSING:
+            return state
+        partition, kid = slot[0], _kid(slot[1])
+        index = self._store.get(partition, _INDEX + kid)
+        if index is None:
+            if slot in self._busy or self.get(slot) is None:  # get() migrates a legacy key
+                return None
+            index = self._store.get(partition, _INDEX + kid)
+            if index is None:
+                return None
+        paths, objects = _unpack(index, "memory index")
+        values = {}
+        for path in paths:
+            raw = self._store.get(partition, _MEMORY + kid + path.encode())
+            if raw is not None:  # listed, but a crash cut its write: replay writes it
+                values[path] = _unpack(raw, f"memory value {path!r}")
+        return {"values": values, "objects": objects}
+
+    def _write_memory(self, partition: int, kid: bytes, memory: MemoryStore) -> None:
+        """Write the paths ``memory`` touched (and the index, if the set of paths changed)."""
+        touched = memory.touched
+        if not touched:
+            return
+        store = self._store
+        index_key = _INDEX + kid
+        raw = store.get(partition, index_key)
+        paths: set[str]
+        objects: set[str]
+        if raw is None:
+            paths, objects = set(), set()
+        else:
+            listed, listed_objects = _unpack(raw, "memory index")
+            paths, objects = set(listed), set(listed_objects)
+        before = (len(paths), len(objects))
+        changed = False
+        values, now_objects = memory.values, memory.objects
+        for path in sorted(touched):
+            value_key = _MEMORY + kid + path.encode()
+            if path in values:
+                store.put(partition, value_key, _pack(values[path], f"memory value {path!r}"))
+                paths.add(path)
+            else:
+                if path in paths:
+                    paths.discard(path)
+                    changed = True
+                store.delete(partition, value_key)
+            if path in now_objects:
+                objects.add(path)
+            elif path in objects:
+                objects.discard(path)
+                changed = True
+        if changed or before != (len(paths), len(objects)):
+            if paths or objects:
+                store.put(partition, index_key, _pack([sorted(paths), sorted(objects)], "index"))
+            else:
+                store.delete(partition, index_key)
+
+    def _migrate(self, slot: Any, raw: bytes) -> KeyRecord:
+        """Rewrite a key stored by version 1 (memory inside its record; its current
+        input's action state in one value) in today's layout; returns its record."""
+        partition, key = slot
+        record, state = split_legacy(decode_record(LegacyKeyRecord, raw))
+        if state is not None:
+            memory = MemoryStore("short", state)
+            memory.touched = set(memory.values) | set(memory.objects)
+            self._write_memory(partition, _kid(key), memory)
+        if record.current is not None:
+            _migrate_runs(self._store, partition, key, record.seq)
+        self._store.put(partition, _KEY + _key_bytes(key), encode_record(record))
+        return record
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop cached records of partitions that moved away."""
         doomed = frozenset(partitions)
         for slot in [s for s in self._busy if s[0] in doomed]:
             del self._busy[slot]
+        for slot in [s for s in self._busy_memory if s[0] in doomed]:
+            del self._busy_memory[slot]
 
     def keys(self) -> Iterator[Slot]:
         for partition in sorted(self._store.assigned()):
@@ -83,63 +239,129 @@ class ChangelogKeyState:
         return self._store.count(partition, _KEY)
 
 
+def _legacy_input_key(key: Hashable, seq: int) -> bytes:
+    return _LEGACY_ACTION + _key_bytes(key) + b"\0" + struct.pack(">Q", seq)
+
+
+def _migrate_runs(store: ChangelogStore, partition: int, key: Hashable, seq: int) -> None:
+    """Rewrite the version-1 action state of ``key``'s input ``seq`` one run per key (the
+    records themselves are version-1 ActionState bytes, which decode as they are)."""
+    legacy_key = _legacy_input_key(key, seq)
+    raw = store.get(partition, legacy_key)
+    if raw is None:
+        return
+    marker = _input_key(key, seq)
+    store.put(partition, marker, b"")
+    for name, state in loads(raw).items():
+        store.put(partition, marker + name.encode(), state)
+    store.delete(partition, legacy_key)
+
+
+def _parse_run_key(raw_key: bytes) -> tuple[Any, int, int]:
+    """(record key, seq, where the run's name starts) of a ``b"r"`` key."""
+    (length,) = struct.unpack_from(">I", raw_key, 1)
+    start = 5 + length
+    (seq,) = struct.unpack_from(">Q", raw_key, start)
+    return loads(raw_key[5:start]), seq, start + 8
+
+
 class ChangelogActionStateStore:
-    """:class:`ActionStateStore` over the changelogged store."""
+    """:class:`ActionStateStore` over the changelogged store: one key per action run."""
 
     def __init__(self, store: ChangelogStore):
         self._store = store
-
-    @staticmethod
-    def _slot(slot: Any, seq: int) -> bytes:
-        return _ACTION + _key_bytes(slot[1]) + b"\0" + struct.pack(">Q", seq)
-
-    def _load(self, slot: Any, seq: int) -> dict[str, bytes]:
-        raw = self._store.get(slot[0], self._slot(slot, seq))
-        return {} if raw is None else loads(raw)
+        # (slot, seq) -> the store keys of the input's runs this process wrote (or found
+        # at assignment), so that pruning deletes them without a scan.
+        self._inputs: dict[tuple[Any, int], set[bytes]] = {}
 
     def get(self, slot: Any, seq: int, action: str, event_id: str) -> ActionState | None:
-        raw = self._load(slot, seq).get(f"{action}\0{event_id}")
+        raw = self._store.get(slot[0], _input_key(slot[1], seq) + _run_name(action, event_id))
         return None if raw is None else decode_record(ActionState, raw)
 
     def has_input(self, slot: Any, seq: int) -> bool:
-        return self._store.get(slot[0], self._slot(slot, seq)) is not None
+        if (slot, seq) in self._inputs:
+            return True
+        return self._store.get(slot[0], _input_key(slot[1], seq)) is not None
 
     def runs(self, slot: Any, seq: int) -> dict[tuple[str, str], ActionState]:
         """The recorded runs of one input, by (action, event id), for inspection."""
+        marker = _input_key(slot[1], seq)
         runs = {}
-        for name, raw in self._load(slot, seq).items():
-            action, _, event_id = name.partition("\0")
-            runs[(action, event_id)] = decode_record(ActionState, raw)
+        for raw_key, raw in self._store.scan(slot[0], marker):
+            if len(raw_key) > len(marker):
+                action, _, event_id = raw_key[len(marker) :].decode().partition("\0")
+                runs[(action, event_id)] = decode_record(ActionState, raw)
         return runs
 
     def put(self, slot: Any, seq: int, action: str, event_id: str, state: ActionState) -> None:
-        runs = self._load(slot, seq)
-        runs[f"{action}\0{event_id}"] = encode_record(state)
-        self._store.put(slot[0], self._slot(slot, seq), dumps(runs))
+        partition = slot[0]
+        marker = _input_key(slot[1], seq)
+        written = self._inputs.get((slot, seq))
+        if written is None:
+            written = self._inputs[(slot, seq)] = set()
+            if self._store.get(partition, marker) is None:
+                self._store.put(partition, marker, b"")
+        raw_key = marker + _run_name(action, event_id)
+        written.add(raw_key)
+        self._store.put(partition, raw_key, encode_record(state))
 
     def prune(self, slot: Any, seq: int) -> None:
         """Drop the action state of the key's input ``seq``.
 
         The operator prunes every finished input, one by one, so older inputs are gone
-        already; deleting the one slot keeps pruning O(1) instead of a prefix scan.
+        already; the input's own keys are known (no scan) unless it was recovered.
         """
-        raw_key = self._slot(slot, seq)
-        if self._store.get(slot[0], raw_key) is not None:
-            self._store.delete(slot[0], raw_key)
+        partition = slot[0]
+        marker = _input_key(slot[1], seq)
+        written = self._inputs.pop((slot, seq), None)
+        if written is None:
+            if self._store.get(partition, marker) is None:
+                return
+            doomed = [raw_key for raw_key, _ in self._store.scan(partition, marker)]
+        else:
+            doomed = [*written, marker]
+        for raw_key in doomed:
+            self._store.delete(partition, raw_key)
 
     def collect_garbage(self, partition: int, key_state: ChangelogKeyState) -> int:
         """Delete action state of inputs that finished but were never pruned (the worker
-        died between an input's end and the next commit). Returns how many went."""
+        died between an input's end and the next commit), and list the runs of the inputs
+        still in flight for pruning. Returns how many store keys went."""
+        for ident in [i for i in self._inputs if i[0][0] == partition]:
+            del self._inputs[ident]
+        records: dict[Any, KeyRecord | None] = {}
+
+        def record_of(key: Any) -> KeyRecord | None:
+            if key not in records:
+                records[key] = key_state.get((partition, key))  # migrates a legacy key
+            return records[key]
+
+        def finished(record: KeyRecord | None, seq: int) -> bool:
+            return (
+                record is None or seq < record.seq or (record.current is None and seq == record.seq)
+            )
+
         doomed = []
-        for raw_key, _ in self._store.scan(partition, _ACTION):
-            key = loads(raw_key[len(_ACTION) : -9])
+        for raw_key, _ in self._store.scan(partition, _LEGACY_ACTION):
+            key = loads(raw_key[len(_LEGACY_ACTION) : -9])
             (seq,) = struct.unpack(">Q", raw_key[-8:])
-            record = key_state.get((partition, key))
-            if record is None or seq < record.seq or (record.current is None and seq == record.seq):
+            if not finished(record_of(key), seq):  # a legacy key not read yet
+                _migrate_runs(self._store, partition, key, seq)
+            doomed.append(raw_key)
+        for raw_key, _ in self._store.scan(partition, _RUN):
+            key, seq, name_at = _parse_run_key(raw_key)
+            if finished(record_of(key), seq):
                 doomed.append(raw_key)
+            elif len(raw_key) > name_at:
+                self._inputs.setdefault(((partition, key), seq), set()).add(raw_key)
         for raw_key in doomed:
             self._store.delete(partition, raw_key)
         return len(doomed)
 
     def count(self, partition: int) -> int:
-        return self._store.count(partition, _ACTION)
+        """How many inputs have action state in ``partition``."""
+        return sum(
+            1
+            for raw_key, _ in self._store.scan(partition, _RUN)
+            if len(raw_key) == _parse_run_key(raw_key)[2]
+        )

@@ -244,8 +244,7 @@ class LocalRunner:
         run = self.operator.run_of(key)
         if run is not None:
             return memory_tree(run.short)
-        record = self.key_state.get(key)
-        return memory_tree(None if record is None else record.memory)
+        return memory_tree(self.key_state.memory(key))
 
     def pending(self, key: Any) -> list[Any]:
         """The values of the key's inputs waiting behind its current one, in order."""

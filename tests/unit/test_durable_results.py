@@ -307,11 +307,11 @@ def test_a_record_names_only_schema_classes_and_never_settings() -> None:
 
 
 def test_recorded_state_bytes_carry_the_record_version() -> None:
-    from agentstream.runtime.records import decode_record, encode_record
+    from agentstream.runtime.records import RECORD_VERSION, decode_record, encode_record
 
     state = ActionState(True, (("set", "short", "n", 1),), (b"e",), ())
     data = encode_record(state)
-    assert data[0] == 1
+    assert data[0] == RECORD_VERSION
     assert decode_record(ActionState, data) == state
     with pytest.raises(SerializationError, match="version 9"):
         decode_record(ActionState, b"\x09" + data[1:])

@@ -48,8 +48,8 @@ def test_action_error_carries_context_and_other_keys_finish() -> None:
         "agentstream_action_failures_total", {"action": "run"}
     )
     assert failures == 1
-    record = runner.key_state.get("k1")
-    assert record is not None and not (record.memory or {}).get("values"), (
+    assert runner.key_state.get("k1") is not None
+    assert not (runner.key_state.memory("k1") or {}).get("values"), (
         "a failed action's memory writes must be rolled back"
     )
 

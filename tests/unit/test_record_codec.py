@@ -11,15 +11,16 @@ from agentstream.runtime.records import (
     RECORD_VERSION,
     InputRecord,
     KeyRecord,
+    LegacyKeyRecord,
     decode_record,
     encode_record,
+    split_legacy,
 )
 
 KEY_RECORD = KeyRecord(
     seq=4,
     current=InputRecord("k", {"q": "hi"}, "in/0/4", 1_700_000_000_000, 2, 4),
     pending=[InputRecord("k", [1, 2], "in/0/5", None, 2, 5)],
-    memory={"n": 1, "raw": b"\x00"},
     last_offset=5,
 )
 ACTION_STATE = ActionState(
@@ -50,27 +51,44 @@ def test_records_read_back_typed_as_written() -> None:
     assert isinstance(state.memory_updates[0], tuple) and isinstance(state.sent_events, tuple)
 
 
-def test_the_unversioned_layout_is_migrated() -> None:
-    """Scenario: a key record written before records carried a version (a bare msgpack
-    array) is read after an upgrade. We expect: it decodes to the same record."""
-    legacy = msgpack.packb(
-        [4, list(KEY_RECORD.current), [list(KEY_RECORD.pending[0])], {"n": 1, "raw": b"\x00"}, 5]
-    )
-    assert decode_record(KeyRecord, legacy) == KEY_RECORD
+MEMORY = {"values": {"n": 1, "raw": b"\x00"}, "objects": []}
+LEGACY_FIELDS = [4, list(KEY_RECORD.current), [list(KEY_RECORD.pending[0])], MEMORY, 5]
+
+
+@pytest.mark.parametrize(
+    "legacy",
+    [msgpack.packb(LEGACY_FIELDS), b"\x01" + msgpack.packb(LEGACY_FIELDS)],
+    ids=["unversioned", "version-1"],
+)
+def test_a_key_record_with_memory_inside_splits_into_record_and_memory(legacy: bytes) -> None:
+    """Scenario: a key record written before version 2 (the key's whole memory inside it;
+    version 0 is a bare msgpack array) is read after an upgrade. We expect: read as the
+    legacy record, it splits into today's record and the memory; read as today's record,
+    it is refused, saying how to read it (the state tables migrate it)."""
+    record, memory = split_legacy(decode_record(LegacyKeyRecord, legacy))
+    assert record == KEY_RECORD and memory == MEMORY
+    with pytest.raises(SerializationError, match="LegacyKeyRecord"):
+        decode_record(KeyRecord, legacy)
+
+
+def test_a_version_1_key_record_without_memory_migrates() -> None:
+    legacy = b"\x01" + msgpack.packb([4, None, [], None, 5])
+    assert decode_record(KeyRecord, legacy) == KeyRecord(seq=4, last_offset=5)
 
 
 def test_a_record_from_a_newer_version_is_refused_clearly() -> None:
     data = encode_record(KEY_RECORD)
     with pytest.raises(
-        SerializationError, match=r"key record was written in record format version 2"
+        SerializationError, match=r"key record was written in record format version 3"
     ):
-        decode_record(KeyRecord, bytes([2]) + data[1:])
+        decode_record(KeyRecord, bytes([3]) + data[1:])
 
 
 def test_missing_trailing_fields_take_their_defaults_and_extra_ones_are_refused() -> None:
-    assert decode_record(KeyRecord, b"\x01" + msgpack.packb([3])) == KeyRecord(seq=3)
-    with pytest.raises(SerializationError, match="6 fields, this version knows 5"):
-        decode_record(KeyRecord, b"\x01" + msgpack.packb([3, None, [], None, -1, "new"]))
+    version = bytes([RECORD_VERSION])
+    assert decode_record(KeyRecord, version + msgpack.packb([3])) == KeyRecord(seq=3)
+    with pytest.raises(SerializationError, match="5 fields, this version knows 4"):
+        decode_record(KeyRecord, version + msgpack.packb([3, None, [], -1, "new"]))
 
 
 @pytest.mark.parametrize(

@@ -83,9 +83,9 @@ def test_rerun_with_same_store_skips_completed_actions() -> None:
         )
         == 2
     )
-    record = runner.key_state.get("k")
-    assert record is not None and record.memory is not None
-    memory_seen.append(record.memory["values"])
+    memory = runner.key_state.memory("k")
+    assert memory is not None
+    memory_seen.append(memory["values"])
     assert memory_seen == [{"last": "q1"}], "replay did not re-apply memory updates"
 
 
