@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -66,6 +67,23 @@ from agentstream.state.changelog import ChangelogStore
 __all__ = ["HEADER_EVENT_ID", "HEADER_WATERMARK", "NO_WATERMARK", "DeadLettered", "Worker"]
 
 log = logging.getLogger(__name__)
+
+
+def input_id(message: Any) -> str:
+    """An input's event id: where the record is and what it is.
+
+    ``topic/partition/offset`` alone repeats when a development broker is reset or a topic
+    recreated, and then a new input would replay the action state of an old one; the
+    record's timestamp and a digest of its key and value make the id differ, while the
+    same record (redelivered, or re-read after a crash) always gets the same id.
+    """
+    digest = hashlib.blake2b(digest_size=6)
+    for part in (message.key, message.value):
+        digest.update(b"\x00" if part is None else b"\x01%d:" % len(part) + part)
+    return (
+        f"{message.topic}/{message.partition}/{message.offset}/{message.timestamp}/"
+        f"{digest.hexdigest()}"
+    )
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -317,7 +335,7 @@ class Worker:
             InputRecord(
                 key=key,
                 value=value,
-                id=f"{message.topic}/{message.partition}/{message.offset}",
+                id=input_id(message),
                 timestamp=message.timestamp,
                 partition=message.partition,
                 offset=message.offset,
