@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from click.testing import CliRunner, Result
@@ -14,6 +15,16 @@ from agentstream import __version__
 from agentstream.service.broker import ensure_topics, free_port
 from agentstream.service.cli import main
 from tests.brokers import Broker
+
+
+@pytest.fixture(autouse=True)
+def _logging_restored() -> Iterator[None]:
+    """The CLI sets log levels (root, aiokafka) as a process would; tests run in-process."""
+    loggers = [logging.getLogger(), logging.getLogger("aiokafka")]
+    levels = [logger.level for logger in loggers]
+    yield
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
 
 
 def _cli(*args: str, stdin: str | None = None) -> Result:
@@ -164,3 +175,36 @@ def test_version_short_help_and_log_level_after_the_command() -> None:
     assert "--log-level" in _cli("tail", "-h").output
     result = _cli("events", "-h", "--log-level", "debug")
     assert result.exit_code == 0 and "--seq" in result.output
+
+
+def test_demo_sends_the_apps_declared_samples(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scenario: `agentstream demo` of an app that declares AgentApp(samples=[...]), and
+    of one that declares none. We expect: the first sends its own samples and prints their
+    outputs; the second fails in one line saying how to declare samples."""
+    folder = tmp_path_factory.mktemp("demo")
+    (folder / "demo_apps.py").write_text(
+        "from agentstream import Agent, AgentApp, InputEvent, OutputEvent, RunnerContext, action\n"
+        "\n"
+        "class Upper(Agent):\n"
+        "    @action(InputEvent)\n"
+        "    def run(event: InputEvent, ctx: RunnerContext) -> None:\n"
+        "        ctx.send_event(OutputEvent(output=str(event.input).upper()))\n"
+        "\n"
+        "app = AgentApp('upper', agent=Upper(), input_topic='upper-in', output_topic='upper-out',\n"
+        "               samples=[('x', 'first sample'), ('y', 'second sample')])\n"
+        "bare = AgentApp('bare', agent=Upper(), input_topic='bare-in', output_topic='bare-out')\n"
+    )
+    monkeypatch.chdir(folder)
+    monkeypatch.syspath_prepend(str(folder))
+    result = _cli("demo", "demo_apps:app")
+    assert result.exit_code == 0, result.output
+    assert "x -> FIRST SAMPLE" in result.output and "y -> SECOND SAMPLE" in result.output
+    assert "2 outputs" in result.output and "ann" not in result.output
+    bare = _cli("demo", "demo_apps:bare")
+    assert bare.exit_code == 1
+    assert bare.output.endswith(
+        "Error: app 'bare' declares no samples to send: give it some, "
+        "AgentApp(..., samples=[(key, value), ...])\n"
+    )
