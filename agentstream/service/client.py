@@ -26,7 +26,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from agentstream.errors import BrokerError, ConfigurationError
 from agentstream.service.app import AgentApp
-from agentstream.service.broker import client_settings, ensure_topics
+from agentstream.service.broker import admin_client, client_settings, ensure_topics
 from agentstream.service.codecs import Codec, codec_for, decode_key, encode_key
 from agentstream.service.kafka_errors import kafka_errors
 
@@ -101,15 +101,27 @@ async def _start(client: AIOKafkaConsumer | AIOKafkaProducer) -> None:
         raise
 
 
-async def topic_names(conn: Connection) -> set[str]:
-    """Every topic on the broker (a metadata request for all: nothing is auto-created)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=conn.bootstrap, **conn.client_kwargs)
+async def topic_partitions(conn: Connection) -> dict[str, list[int]]:
+    """Every topic on the broker with its partitions (a metadata request for all topics:
+    nothing is auto-created)."""
     async with _connected(conn, "list the topics"):
-        await _start(consumer)
         try:
-            return set(await consumer.topics())
-        finally:
-            await consumer.stop()
+            async with admin_client(conn.bootstrap, conn.client_kwargs) as admin:
+                described = await admin.describe_topics(None)
+        except BrokerError:
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise NoBroker(conn.bootstrap) from exc
+    return {
+        t["topic"]: sorted(p["partition"] for p in t["partitions"])
+        for t in described
+        if not t.get("error_code")
+    }
+
+
+async def topic_names(conn: Connection) -> set[str]:
+    """Every topic on the broker."""
+    return set(await topic_partitions(conn))
 
 
 async def require_topic(conn: Connection, topic: str) -> None:
@@ -278,7 +290,9 @@ async def read_records(
 
     Close it when done early (``contextlib.aclosing``): its consumer stops then.
     """
-    await require_topic(conn, topic)
+    layout = await topic_partitions(conn)
+    if topic not in layout:
+        raise UnknownTopic(topic, layout)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=conn.bootstrap,
         enable_auto_commit=False,
@@ -289,7 +303,7 @@ async def read_records(
     async with _connected(conn, f"read {topic!r}"):
         await _start(consumer)
         try:
-            known = sorted(consumer.partitions_for_topic(topic) or ())
+            known = layout[topic]
             chosen = list(partitions) if partitions else known
             unknown = sorted(set(chosen) - set(known))
             if unknown:
@@ -328,15 +342,16 @@ async def _seek(
         for tp in tps:
             at = found.get(tp)
             consumer.seek(tp, ends[tp] if at is None else at.offset)
-    elif offset is not None:
-        starts = await consumer.beginning_offsets(tps)
-        for tp in tps:
+        return
+    # Explicit offsets, never a lazy reset (seek_to_beginning): a position asked for
+    # before the reset resolved came back as the end on a real Kafka.
+    starts = await consumer.beginning_offsets(tps)
+    for tp in tps:
+        if offset is not None:
             wanted = offset if offset >= 0 else ends[tp] + offset
             consumer.seek(tp, min(max(wanted, starts[tp]), ends[tp]))
-    elif start == "end":
-        await consumer.seek_to_end(*tps)
-    else:
-        await consumer.seek_to_beginning(*tps)
+        else:
+            consumer.seek(tp, ends[tp] if start == "end" else starts[tp])
 
 
 async def _records(
@@ -348,16 +363,23 @@ async def _records(
     follow: bool,
     idle_timeout_s: float | None,
 ) -> AsyncGenerator[Record, None]:
-    last = time.monotonic()
+    idle_since: float | None = None  # caught up with the end, and nothing came since
     while True:
         if not follow and await _all_read(consumer, tps, ends):
             return
         batch = await consumer.getmany(*tps, timeout_ms=200)
         if not batch:
-            if idle_timeout_s is not None and time.monotonic() - last > idle_timeout_s:
-                return
+            if idle_timeout_s is not None:
+                # Idle means read to the end: records not fetched yet (a slow first
+                # fetch) do not count as silence.
+                if not await _all_read(consumer, tps, ends):
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since >= idle_timeout_s:
+                    return
             continue
-        last = time.monotonic()
+        idle_since = None
         for messages in batch.values():
             for m in messages:
                 record_key = decode_key(m.key)
