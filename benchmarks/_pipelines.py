@@ -108,8 +108,10 @@ def start_agentstream(
     *,
     tag_pid: bool = False,
     max_concurrency: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Pipeline:
     env = {
+        **(env or {}),
         "BENCH_WORKLOAD": workload,
         "BENCH_APP": APP,
         "BENCH_IN": INPUT,

@@ -2,7 +2,9 @@
 
 Configured by environment (the benchmark sets it per run):
 
-- ``BENCH_WORKLOAD``: ``one`` | ``three`` | ``llm`` | ``count`` (default ``one``);
+- ``BENCH_WORKLOAD``: ``one`` | ``three`` | ``llm`` | ``count`` | ``memory`` | ``chat`` |
+  ``steps`` (default ``one``);
+- ``BENCH_MEMORY_BYTES``: the untouched memory of ``memory`` per key (default 100,000);
 - ``BENCH_APP``, ``BENCH_IN``, ``BENCH_OUT``: app id and topics;
 - ``BENCH_TAG_PID``: if set, outputs carry the worker's pid (restart measurement).
 
@@ -13,7 +15,13 @@ Workloads (the input is a ~200-byte JSON object):
   incrementing its own short-term-memory counter of the key;
 - ``llm``: one action awaiting a simulated 1 s remote call through
   ``ctx.durable_execute_async``;
-- ``count``: one action incrementing a short-term-memory counter (peak RSS per key).
+- ``count``: one action incrementing a short-term-memory counter (peak RSS per key);
+- ``memory``: ``count`` over a key that also holds ``BENCH_MEMORY_BYTES`` of memory no
+  input touches (written by the key's first input: 1 KB strings in a list);
+- ``chat``: one action appending a 1 KB message to a history list in short-term memory
+  (what a conversational agent keeps), outputting the history's length;
+- ``steps``: one action run 50 times in a chain (each run sends the event that triggers
+  the next and notes its step in memory), then the output.
 """
 
 from __future__ import annotations
@@ -89,7 +97,62 @@ class Count(Agent):
         ctx.send_event(_output(event.input))
 
 
-WORKLOADS: dict[str, type[Agent]] = {"one": One, "three": Three, "llm": Llm, "count": Count}
+MEMORY_BYTES = int(os.environ.get("BENCH_MEMORY_BYTES") or 100_000)
+MESSAGE = "m" * 1000
+
+
+class Memory(Agent):
+    @action(InputEvent)
+    async def count(event: InputEvent, ctx: RunnerContext) -> None:
+        memory = ctx.short_term_memory
+        n = memory.get("n")
+        if n is None and MEMORY_BYTES:
+            memory.set("docs", [MESSAGE] * (MEMORY_BYTES // len(MESSAGE)))
+        memory.set("n", (n or 0) + 1)
+        ctx.send_event(_output(event.input))
+
+
+class Chat(Agent):
+    @action(InputEvent)
+    async def reply(event: InputEvent, ctx: RunnerContext) -> None:
+        memory = ctx.short_term_memory
+        history = memory.get("history") or []
+        history.append(MESSAGE)
+        memory.set("history", history)
+        ctx.send_event(_output({**event.input, "history": len(history)}))
+
+
+STEPS = 50
+
+
+class Step(Event):
+    n: int
+    value: Any
+
+
+class Steps(Agent):
+    @action(InputEvent)
+    async def begin(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(Step(n=1, value=event.input))
+
+    @action(Step)
+    async def step(event: Step, ctx: RunnerContext) -> None:
+        ctx.short_term_memory.set("step", event.n)
+        if event.n < STEPS:
+            ctx.send_event(Step(n=event.n + 1, value=event.value))
+        else:
+            ctx.send_event(_output(event.value))
+
+
+WORKLOADS: dict[str, type[Agent]] = {
+    "one": One,
+    "three": Three,
+    "llm": Llm,
+    "count": Count,
+    "memory": Memory,
+    "chat": Chat,
+    "steps": Steps,
+}
 
 app = AgentApp(
     os.environ.get("BENCH_APP", "bench"),

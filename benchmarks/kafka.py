@@ -30,7 +30,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agentstream.service.broker import EmbeddedBroker, ensure_topics
-from benchmarks import report
+from benchmarks import report, state
 from benchmarks._common import KEYS, PARTITIONS, encode, key_of, percentile, value_of
 from benchmarks._pipelines import (
     INPUT,
@@ -62,7 +62,10 @@ QUICK = dict(
 )
 BUDGET_S = 13 * 60
 """No new run starts after this long, so that the full suite ends within 15 minutes."""
-NAMES = ("raw", "faust", "one", "three", "llm", "latency", "restart", "rss", "local")
+NAMES = (
+    "raw", "faust", "one", "three", "llm", "latency", "restart", "rss", "local",
+    "memory", "chat", "steps",
+)  # fmt: skip
 LATENCY_RATE = 500
 START_S = 30.0
 """A run fails when its first output takes longer than this (process start included)."""
@@ -428,6 +431,13 @@ async def suite(
             await measure("latency-faust-stock", latency("faust-stock", cfg["latency_s"]))
         if "restart" in names:
             await measure("restart", restart(cfg["restart_records"]))
+        if "memory" in names:  # the state-cost workloads: benchmarks/state.py
+            for size in state.MEMORY_SIZES:
+                await measure(f"memory-{size // 1000}k", state.memory(size, n))
+        if "chat" in names:
+            await measure("chat", state.chat())
+        if "steps" in names:
+            await measure("steps", state.steps())
     if "rss" in names:
         # Capped at 1,000 keys in flight: uncapped (the default), the whole backlog of
         # 100,000 keys is taken at once and the in-flight tasks, not the state, dominate.
@@ -483,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
     print(report.table(results))
     with contextlib.suppress(ImportError):
         report.plot(results, RESULTS / f"{stem}.png")
+        if any(figure.startswith(("memory-", "chat")) for figure in runs):
+            state.plot(runs, RESULTS / f"{stem}-memory.png")
     print(f"results: {RESULTS / (stem + '.json')} (wall {results['wall_s']:.0f} s)")
     return 0
 

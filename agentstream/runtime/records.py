@@ -386,13 +386,14 @@ class InMemoryKeyState:
         if memory is not None:
             # The dumped form is never mutated later (copy on write), so it is kept as is.
             state = memory.dump()
-            if state is None:
-                self._memory.pop(key, None)
-            else:
+            if state is not None:
                 self._memory[key] = state
+            elif self._memory and key in self._memory:
+                del self._memory[key]
 
     def memory(self, key: Hashable) -> dict[str, Any] | None:
-        return self._memory.get(key)
+        kept = self._memory
+        return kept.get(key) if kept else None
 
     def keys(self) -> Iterator[Hashable]:
         return iter(list(self._data))
