@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 import time
@@ -204,6 +205,8 @@ def broker(port: int, host: str) -> None:
 
     if not _port_is_free(host, port):
         raise _port_in_use(port, "broker", "--port")
+    # SIGTERM stops it as Ctrl-C does: the broker process it runs is stopped with it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     with EmbeddedBroker(port=port, host=host) as running:
         click.echo(f"embedded broker on {running.url} (development and tests only; Ctrl-C stops)")
         with contextlib.suppress(KeyboardInterrupt):

@@ -208,3 +208,42 @@ def test_demo_sends_the_apps_declared_samples(
         "Error: app 'bare' declares no samples to send: give it some, "
         "AgentApp(..., samples=[(key, value), ...])\n"
     )
+
+
+def test_broker_command_stops_its_broker_on_sigterm() -> None:
+    """Scenario: `agentstream broker` is stopped with SIGTERM (as a service manager or a
+    shell's kill does). We expect: the command exits and the broker it ran is gone with
+    it (its port is free again), not left running as an orphan."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentstream", "broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        assert proc.stdout is not None
+        said = ""
+        while f"embedded broker on kafka://127.0.0.1:{port}" not in said:  # it listens
+            line = proc.stdout.readline().decode()
+            assert line, f"the broker command ended early: {said}"
+            said += line
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) != 0:
+                    break
+            assert time.monotonic() < deadline, "the broker still listens after SIGTERM"
+            time.sleep(0.05)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
