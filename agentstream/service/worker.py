@@ -39,7 +39,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
 from agentstream.errors import BrokerError, ConfigurationError
 from agentstream.observability.eventlog import EventLogger, create_event_logger
@@ -83,6 +83,22 @@ def input_id(message: Any) -> str:
     return (
         f"{message.topic}/{message.partition}/{message.offset}/{message.timestamp}/"
         f"{digest.hexdigest()}"
+    )
+
+
+def _session_refused(embedded: bool, broker: str) -> str:
+    """Why the broker refused the consumer group's session timeout, and what to do."""
+    if embedded:
+        return (
+            f"the broker at {mask_url(broker)} refused the embedded development broker's 2 s "
+            "consumer session (a real Kafka requires at least group.min.session.timeout.ms, "
+            "6 s by default): it is not the embedded broker, so drop --embedded-broker "
+            "(AGENTSTREAM_EMBEDDED_BROKER) or pass --real-broker"
+        )
+    return (
+        f"the broker at {mask_url(broker)} refused the consumer session timeout "
+        "(InvalidSessionTimeoutError): check its group.min.session.timeout.ms and "
+        "group.max.session.timeout.ms"
     )
 
 
@@ -217,7 +233,11 @@ class Worker:
             **consumer_settings,
         )
         self._consumer.subscribe([app.input_topic, app.internal_topic], listener=_Rebalance(self))
-        await self._consumer.start()
+        try:
+            await self._consumer.start()
+        except InvalidSessionTimeoutError as exc:  # Kafka: under group.min.session.timeout.ms
+            await self.stop()
+            raise ConfigurationError(_session_refused(s.embedded_broker, s.broker)) from exc
         self._broker_watch = BrokerWatch(
             self._producer.client, self.metrics, s.broker_unreachable_grace_s
         )

@@ -176,3 +176,37 @@ async def test_internal_events_are_stamped_on_append(
         await admin.close()
     configs = {entry[0]: entry[1] for entry in response.resources[0][4]}
     assert configs["message.timestamp.type"] == "LogAppendTime"
+
+
+async def test_embedded_workarounds_on_a_real_kafka_fail_clearly(
+    broker: Broker, tmp_path: Path, unique_name: Callable[[str], str]
+) -> None:
+    """Scenario: a worker is told the broker is the embedded one (``--embedded-broker``)
+    but runs against a real Kafka, which refuses its 2 s consumer session.
+
+    We expect: start fails with a ConfigurationError that says what happened and what to
+    do (drop ``--embedded-broker``), not a bare ``InvalidSessionTimeoutError``; the
+    worker's clients are closed.
+    """
+    if broker.embedded:
+        pytest.skip("the embedded broker accepts its own workarounds")
+    from agentstream.errors import ConfigurationError
+
+    name = unique_name("wrongkind")
+    app = AgentApp(
+        name,
+        agent=Echo(),
+        input_topic=f"{name}-in",
+        output_topic=f"{name}-out",
+        broker=broker.url,
+        data_dir=tmp_path,
+        embedded_broker=True,
+        web_port=0,
+    )
+    await ensure_topics(broker.bootstrap, app.topics())
+    worker = Worker(app)
+    with pytest.raises(ConfigurationError, match="drop --embedded-broker") as caught:
+        await asyncio.wait_for(worker.start(), 60)
+    assert "group.min.session.timeout.ms" in str(caught.value)
+    assert worker.stopped.is_set()
+    assert worker._producer is not None and worker._producer._closed
