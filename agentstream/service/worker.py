@@ -230,6 +230,8 @@ class Worker:
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # A changed partition count is noticed within this (aiokafka's default is 5 min).
+            metadata_max_age_ms=15_000,
             **consumer_settings,
         )
         self._consumer.subscribe([app.input_topic, app.internal_topic], listener=_Rebalance(self))
@@ -448,6 +450,20 @@ class Worker:
         """Why the broker counts as unreachable (past the grace period), or None."""
         return None if self._broker_watch is None else self._broker_watch.unreachable()
 
+    def _partitions_added(self, beyond: list[int]) -> ConfigurationError:
+        """The input topic grew under a running app: refuse, loudly, rather than let keys
+        move away from their memory and order."""
+        n = self.settings.partitions
+        error = ConfigurationError(
+            f"the input topic {self.app.input_topic!r} now has partitions {beyond} beyond the "
+            f"app's {n} (its internal events and state changelog topics have {n}): the keys "
+            f"that moved would lose their memory and order, so this worker stops instead. "
+            f"Moving keys' state to new partitions is not supported yet: follow 'More "
+            f"partitions' in docs/operations.md"
+        )
+        log.error("%s", error)
+        return error
+
     async def _on_revoked(self, revoked: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in revoked if tp.topic == self.app.input_topic}
         self.ready.clear()
@@ -466,6 +482,10 @@ class Worker:
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in assigned if tp.topic == self.app.input_topic}
+        beyond = sorted(p for p in parts if p >= self.settings.partitions)
+        if beyond:
+            self._fail(self._partitions_added(beyond))
+            return
         internal = {tp.partition for tp in assigned if tp.topic == self.app.internal_topic}
         if parts != internal:
             log.error(
