@@ -107,4 +107,11 @@ agent = ReActAgent(
 agent.add_resource("llm", chat_model, lazy=True)
 agent.add_resource("embedding_model", embedding_model, lazy=True)
 
-app = AgentApp("support-agent", agent=agent, input_topic="support-in", output_topic="support-out")
+app = AgentApp(
+    "support-agent",
+    agent=agent,
+    input_topic="support-in",
+    output_topic="support-out",
+    # What `agentstream demo examples.support_agent:app` sends: customers by key.
+    samples=[("ann", "ann"), ("bob", "bob"), ("ann", "ann again"), ("cy", "cy")],
+)
