@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import NewPartitions
 
-from agentstream import AgentApp, ConfigurationError
+from agentstream import ConfigurationError
 from agentstream.service.broker import admin_client, free_port
 from agentstream.service.worker import Worker
 from tests.brokers import Broker
 from tests.harness import wait_until
-from tests.integration.test_keys_and_health import Counts
+from tests.integration.test_keys_and_health import _app
 
 
 async def test_more_input_partitions_under_a_running_worker_stop_it_with_the_way_out(
@@ -29,18 +29,7 @@ async def test_more_input_partitions_under_a_running_worker_stop_it_with_the_way
     the procedure is documented; nothing is processed on the new partitions."""
     if broker.embedded:
         pytest.skip("the embedded broker cannot add partitions (no CreatePartitions)")
-    name = f"grow-{free_port()}"
-    app = AgentApp(
-        name,
-        agent=Counts(),
-        input_topic=f"{name}-in",
-        output_topic=f"{name}-out",
-        broker=broker.url,
-        data_dir=tmp_path / name,
-        partitions=2,
-        commit_interval_s=0.1,
-        web_port=0,
-    )
+    app = _app(broker, tmp_path, f"grow-{free_port()}", partitions=2)
     worker = Worker(app)
     await worker.start()
     try:
