@@ -8,7 +8,8 @@ Errors (all under :class:`AgentStreamError`, see :mod:`agentstream.errors`)::
      ├── ContextThreadError
      ├── ActionExecutionError
      │    ├── NonDeterministicActionError
-     │    ├── ActionTimeoutError, EventLimitError, EventSendError (agentstream.errors)
+     │    ├── ActionTimeoutError, EventLimitError, EventSendError,
+     │    │   UnhandledEventError (agentstream.errors)
      ├── DurableExecutionError
      ├── BrokerError
      └── StateStoreError (agentstream.errors)
