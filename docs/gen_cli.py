@@ -57,7 +57,10 @@ def _walk(
 
 def render(command: click.Command = cli_main, name: str = "agentstream") -> str:
     """The Markdown reference of ``command`` and all its subcommands."""
-    root = click.Context(command, info_name=name, terminal_width=WIDTH, max_content_width=WIDTH)
+    # The group's context settings (``-h`` as ``--help``) as a real invocation applies them;
+    # subcommands inherit them from this context.
+    settings = {**command.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
+    root = click.Context(command, info_name=name, **settings)
     parts = [_HEADER]
     toc = []
     sections = []

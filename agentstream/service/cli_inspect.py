@@ -18,6 +18,13 @@ from urllib.parse import quote
 import click
 
 from agentstream.errors import AgentStreamError
+from agentstream.service._cli_common import (
+    broker_option,
+    client_app,
+    load_app,
+    log_level_option,
+    run,
+)
 
 __all__ = ["register"]
 
@@ -26,8 +33,6 @@ REDRIVEN_FROM = "agentstream-redriven-from"
 
 def register(main: click.Group) -> None:
     """Add the inspection commands to ``main``."""
-    from agentstream.service.cli import log_level_option
-
     for sub in dead_letters.commands.values():
         log_level_option(sub)
     main.add_command(inspect_key)
@@ -69,8 +74,6 @@ def inspect_key(app_spec: str, key: str, url: str | None) -> None:
 
     Asks one worker's GET /keys/{key}; when another worker owns the key, asks that one.
     """
-    from agentstream.service.cli import load_app, run
-
     base = url or _web_url(load_app(app_spec))
     status, body = run(_get_key(base, key))
     if status == 404 and body.get("owner"):
@@ -94,8 +97,6 @@ def dead_letters(ctx: click.Context, app_spec: str) -> None:
 
 
 def _dead_letter_options(fn: Any) -> Any:
-    from agentstream.service.cli import broker_option
-
     options: list[Callable[[Any], Any]] = [
         click.pass_obj,
         click.option("--key", default=None, help="Only dead letters of this key."),
@@ -112,11 +113,10 @@ def _dead_letter_options(fn: Any) -> Any:
 def _read_dead_letters(
     app_spec: str, key: str | None, since: str | None, broker: str | None
 ) -> tuple[Any, Any, list[Any]]:
-    from agentstream.service.cli import _client_app, run
     from agentstream.service.client import parse_since, read_records
     from agentstream.service.codecs import codec_for
 
-    app, conn = _client_app(broker, app_spec)
+    app, conn = client_app(broker, app_spec)
     assert app is not None
     try:
         since_ms = None if since is None else parse_since(since)
@@ -204,7 +204,6 @@ def redrive(
     after the cause is fixed. Each goes with its original key and value, and a header
     naming the dead letter it came from; every run re-injects every match again (narrow it
     with --key and --since). Outputs that could not be encoded are not inputs: skipped."""
-    from agentstream.service.cli import run
     from agentstream.service.client import OutRecord, produce
 
     app, conn, found = _read_dead_letters(app_spec, key, since, broker)
