@@ -60,9 +60,13 @@ lint: $(STAMP)
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec deploy/compose/docker-compose.yml
 	$(BIN)/kubernetes-validate --strict --quiet --no-warn -k 1.28 deploy/k8s/*.yaml
 
+# make bench BROKER=kafka: the same suite on Apache Kafka (tools/kafka), at-least-once and
+# exactly-once; plain make bench runs on the embedded broker.
+BROKER ?= embedded
+
 bench: $(STAMP) $(COMPILED)
 	$(BIN)/pip install -q -e '.[dev,bench]'
-	$(WITH_COMPILED) $(BIN)/python -m benchmarks.kafka
+	$(WITH_COMPILED) $(BIN)/python -m benchmarks.kafka --broker $(BROKER)
 
 bench-local: $(STAMP) $(COMPILED)
 	$(BIN)/pip install -q -e '.[dev,bench]'

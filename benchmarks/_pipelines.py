@@ -88,8 +88,11 @@ def start_raw(bootstrap: str, workdir: Path) -> Pipeline:
     return _spawn("raw", ["-m", "benchmarks.raw_pipe", bootstrap, INPUT, OUTPUT], {}, workdir)
 
 
-def start_faust(bootstrap: str, workdir: Path, *, stock: bool = False) -> Pipeline:
+def start_faust(
+    bootstrap: str, workdir: Path, *, stock: bool = False, embedded: bool = True
+) -> Pipeline:
     env = {
+        "BENCH_FAUST_EMBEDDED": "1" if embedded else "0",
         "BENCH_BROKER": f"kafka://{bootstrap}",
         "BENCH_APP": APP,
         "BENCH_IN": INPUT,
@@ -109,7 +112,11 @@ def start_agentstream(
     tag_pid: bool = False,
     max_concurrency: int | None = None,
     env: dict[str, str] | None = None,
+    embedded: bool = True,
+    guarantee: str = "at_least_once",
 ) -> Pipeline:
+    """``agentstream worker`` of ``workload``; ``embedded``: the broker is the embedded one
+    (its workarounds, ``--embedded-broker``) or a real Kafka (``--real-broker``)."""
     env = {
         **(env or {}),
         "BENCH_WORKLOAD": workload,
@@ -124,7 +131,8 @@ def start_agentstream(
         "--data-dir", str(workdir / "agentstream-data"),
         "--web-port", str(free_port()),
         "--fetch-wait-ms", str(FETCH_WAIT_MS),
-        "--embedded-broker",
+        "--embedded-broker" if embedded else "--real-broker",
+        "--processing-guarantee", guarantee,
     ]  # fmt: skip
     if max_concurrency is not None:
         argv += ["--max-concurrency", str(max_concurrency)]

@@ -11,7 +11,8 @@ at half the wait, so a record arriving at an idle worker waits ~0.75 s. With
 ``BENCH_FAUST_FETCH_WAIT_MS`` set, the consumer Faust creates gets that wait instead (the
 like-for-like baseline: agentstream's own fetch wait); unset, Faust runs stock.
 Settings are BROKER.md's for the embedded broker, without ``producer_max_batch_size=1``
-(only tables need it).
+(only tables need it); with ``BENCH_FAUST_EMBEDDED=0`` (a real Kafka) Faust's own session,
+heartbeat and rebalance timeouts instead of the embedded broker's 2 s / 0.5 s / 2 s.
 """
 
 from __future__ import annotations
@@ -33,14 +34,23 @@ if FETCH_WAIT_MS:
 
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer
 
+EMBEDDED = os.environ.get("BENCH_FAUST_EMBEDDED", "1") == "1"
+"""Whether the broker is the embedded one (the default). On a real Kafka the embedded
+broker's short sessions are refused (``group.min.session.timeout.ms`` is 6 s): Faust keeps
+its own group timeouts there."""
+
+GROUP_TIMEOUTS = (
+    dict(broker_session_timeout=2.0, broker_heartbeat_interval=0.5, broker_rebalance_timeout=2.0)
+    if EMBEDDED
+    else {}
+)
+
 app = faust.App(
     os.environ.get("BENCH_APP", "bench-faust"),
     broker=os.environ.get("BENCH_BROKER", "kafka://127.0.0.1:9092"),
     datadir=os.environ.get("BENCH_DATA_DIR", "faust-data"),
     store="memory://",
-    broker_session_timeout=2.0,
-    broker_heartbeat_interval=0.5,
-    broker_rebalance_timeout=2.0,
+    **GROUP_TIMEOUTS,
     producer_linger=0.0,
     processing_guarantee="at_least_once",
     topic_replication_factor=1,

@@ -1,14 +1,20 @@
-"""Benchmarks through the embedded broker (``make bench``); see ``docs/benchmarks.md``.
+"""Benchmarks through a broker (``make bench [BROKER=kafka]``); see ``docs/benchmarks.md``.
 
     python -m benchmarks.kafka [--quick] [--only one,faust,...] [--reps N]
                                [--load before|after-ready] [--profile]
+                               [--broker embedded|kafka] [--guarantee G[,G]]
 
-Every run gets a fresh embedded broker and a fresh data directory. Throughput runs pre-load
-the input topic, then start the process under test and time the outputs as a separate
-consumer sees them: rate = outputs after the first poll / (t_last - t_first_output); CPU
-is the process's user + system time over the same interval, per record. The baselines
-run interleaved with agentstream within each repetition (raw, faust, one, three, llm...).
-A failed run is reported and not repeated; no run starts after :data:`BUDGET_S`.
+Every run gets a fresh broker (the embedded one, or with ``--broker kafka`` a one-node
+Apache Kafka from ``tools/kafka``) and a fresh data directory. ``--guarantee`` picks the
+processing guarantees of the agentstream workloads; on a real Kafka both run by default,
+the exactly-once ones reported "not available" while the worker refuses that guarantee.
+
+Throughput runs pre-load the input topic, then start the process under test and time the
+outputs as a separate consumer sees them: rate = outputs after the first poll / (t_last -
+t_first_output); CPU is the process's user + system time over the same interval, per
+record. The baselines run interleaved with agentstream within each repetition (raw, faust,
+one, one-eos, three...). A failed run is reported and not repeated; no run starts after
+:data:`BUDGET_S` (:data:`KAFKA_BUDGET_S` on a real Kafka).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 import subprocess
 import sys
@@ -62,6 +69,16 @@ QUICK = dict(
 )
 BUDGET_S = 13 * 60
 """No new run starts after this long, so that the full suite ends within 15 minutes."""
+KAFKA_BUDGET_S = 24 * 60
+"""The same on a real Kafka (``--broker kafka``): every run starts a JVM (about 9 s)."""
+BROKER = "embedded"
+"""The broker of every run (``--broker``): ``embedded`` (Tansu) or ``kafka`` (Apache Kafka)."""
+KAFKA_NAMES = ("raw", "faust", "one", "three", "llm", "latency", "restart")
+"""What ``--broker kafka`` runs without ``--only``."""
+GUARANTEES = ("at_least_once", "exactly_once")
+EOS = "exactly_once"
+EOS_FIGURES = {"one": "one-eos", "three": "three-eos", "llm": "llm-eos"}
+"""Each workload's figure under exactly-once (``latency-one-eos``, ``restart-eos`` too)."""
 NAMES = (
     "raw", "faust", "one", "three", "llm", "latency", "restart", "rss", "local",
     "memory", "chat", "steps",
@@ -83,7 +100,7 @@ class Outputs:
     Outputs of warm-up records (key ``warm``) only set :attr:`warm`.
     """
 
-    def __init__(self, bootstrap: str, parse: bool = False):
+    def __init__(self, bootstrap: str, parse: bool = False, committed: bool = False):
         self.parse = parse
         self.times: list[float] = []
         self.values: list[Any] = []
@@ -97,6 +114,8 @@ class Outputs:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=10,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            # exactly-once outputs count when their transaction commits, as consumers see them
+            isolation_level="read_committed" if committed else "read_uncommitted",
         )
 
     @property
@@ -150,10 +169,23 @@ class Outputs:
 
 @contextlib.asynccontextmanager
 async def fresh_broker() -> AsyncIterator[tuple[str, Path]]:
-    """A fresh embedded broker with the input and output topics, and a scratch directory."""
-    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        await ensure_topics(broker.bootstrap, {INPUT: PARTITIONS, OUTPUT: PARTITIONS})
-        yield broker.bootstrap, Path(tmp)
+    """A fresh broker (:data:`BROKER`) with the input and output topics, and a scratch
+    directory."""
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        if BROKER == "kafka":
+            from tools.kafka import KafkaCluster
+
+            cluster = KafkaCluster(data_dir=Path(tmp) / "kafka")
+            await asyncio.to_thread(cluster.start)
+            try:
+                await ensure_topics(cluster.bootstrap, {INPUT: PARTITIONS, OUTPUT: PARTITIONS})
+                yield cluster.bootstrap, Path(tmp)
+            finally:
+                await asyncio.to_thread(cluster.stop, 2.0)
+            return
+        with EmbeddedBroker() as broker:
+            await ensure_topics(broker.bootstrap, {INPUT: PARTITIONS, OUTPUT: PARTITIONS})
+            yield broker.bootstrap, Path(tmp)
 
 
 @contextlib.asynccontextmanager
@@ -188,11 +220,14 @@ async def warm_up(bootstrap: str, out: Outputs, pipeline: Pipeline) -> None:
 
 
 def start(kind: str, bootstrap: str, workdir: Path, **kw: Any) -> Pipeline:
+    """Start ``kind`` on the broker :data:`BROKER`; ``kw`` goes to agentstream workers
+    (``guarantee``, ``tag_pid``, ``max_concurrency``, ``env``)."""
+    embedded = BROKER == "embedded"
     if kind == "raw":
         return start_raw(bootstrap, workdir)
     if kind in ("faust", "faust-stock"):
-        return start_faust(bootstrap, workdir, stock=kind == "faust-stock")
-    return start_agentstream(bootstrap, workdir, kind, **kw)
+        return start_faust(bootstrap, workdir, stock=kind == "faust-stock", embedded=embedded)
+    return start_agentstream(bootstrap, workdir, kind, embedded=embedded, **kw)
 
 
 async def start_loaded(
@@ -238,7 +273,11 @@ async def start_loaded(
 
 async def throughput(kind: str, records: int, keys: int = KEYS, **kw: Any) -> dict[str, Any]:
     """Load ``records``, run ``kind``, time the outputs (see the module docstring)."""
-    async with fresh_broker() as (bootstrap, workdir), Outputs(bootstrap) as out:
+    committed = kw.get("guarantee") == EOS
+    async with (
+        fresh_broker() as (bootstrap, workdir),
+        Outputs(bootstrap, committed=committed) as out,
+    ):
         pipeline = await start_loaded(kind, bootstrap, workdir, out, records, keys, **kw)
         try:
             first: dict[str, float] = {}
@@ -266,15 +305,19 @@ async def throughput(kind: str, records: int, keys: int = KEYS, **kw: Any) -> di
     }
 
 
-async def llm(waves: int) -> dict[str, Any]:
+async def llm(waves: int, guarantee: str = "at_least_once") -> dict[str, Any]:
     """``waves`` inputs per key, 1,000 keys; each input awaits a simulated 1 s call.
 
     Between the first output (end of the first wave) and the last, ``waves - 1`` waves
     complete: inputs/s = (records - keys) / (t_last - t_first); ideal 1,000/s.
     """
     records = waves * KEYS
-    async with fresh_broker() as (bootstrap, workdir), Outputs(bootstrap) as out:
-        pipeline = await start_loaded("llm", bootstrap, workdir, out, records)
+    committed = guarantee == EOS
+    async with (
+        fresh_broker() as (bootstrap, workdir),
+        Outputs(bootstrap, committed=committed) as out,
+    ):
+        pipeline = await start_loaded("llm", bootstrap, workdir, out, records, guarantee=guarantee)
         try:
             await out.wait_for(records, f"{records} llm outputs", pipeline)
         finally:
@@ -283,11 +326,15 @@ async def llm(waves: int) -> dict[str, Any]:
     return {"records": records, "seconds": seconds, "rate": (records - KEYS) / seconds}
 
 
-async def latency(kind: str, seconds: float, rate: int = LATENCY_RATE) -> dict[str, Any]:
+async def latency(kind: str, seconds: float, rate: int = LATENCY_RATE, **kw: Any) -> dict[str, Any]:
     """End-to-end latency at a fixed produce rate, from the produce time in each record."""
     total = int(seconds * rate)
-    async with fresh_broker() as (bootstrap, workdir), Outputs(bootstrap, parse=True) as out:
-        pipeline = start(kind, bootstrap, workdir)
+    committed = kw.get("guarantee") == EOS
+    async with (
+        fresh_broker() as (bootstrap, workdir),
+        Outputs(bootstrap, parse=True, committed=committed) as out,
+    ):
+        pipeline = start(kind, bootstrap, workdir, **kw)
         try:
             await warm_up(bootstrap, out, pipeline)
             async with producer(bootstrap, linger_ms=0) as client:
@@ -316,20 +363,24 @@ async def latency(kind: str, seconds: float, rate: int = LATENCY_RATE) -> dict[s
     }
 
 
-async def restart(records: int) -> dict[str, Any]:
+async def restart(records: int, guarantee: str = "at_least_once") -> dict[str, Any]:
     """SIGKILL an agentstream worker mid-stream, restart it, time to its first output.
 
     Afterwards, waits until every input has an output (or outputs stall) and counts the
     duplicates and the inputs that never got an output.
     """
-    async with fresh_broker() as (bootstrap, workdir), Outputs(bootstrap, parse=True) as out:
-        first = await start_loaded("one", bootstrap, workdir, out, records, tag_pid=True)
+    kw: dict[str, Any] = {"tag_pid": True, "guarantee": guarantee}
+    async with (
+        fresh_broker() as (bootstrap, workdir),
+        Outputs(bootstrap, parse=True, committed=guarantee == EOS) as out,
+    ):
+        first = await start_loaded("one", bootstrap, workdir, out, records, **kw)
         second = None
         try:
             await out.wait_for(records // 5, "outputs before the kill", first)
             first.kill()
             t_kill = time.time()
-            second = start("one", bootstrap, workdir, tag_pid=True)
+            second = start("one", bootstrap, workdir, **kw)
             seen = 0
             deadline = time.monotonic() + START_S
             while second.pid not in (v.get("pid") for v in out.values[seen:]):
@@ -389,30 +440,56 @@ async def profile(workload: str, records: int) -> Path:
 # -- the suite ----------------------------------------------------------------------------
 
 
+def refusal(error: str) -> str | None:
+    """The worker's refusal of exactly_once (its one-line ``Error:``) in a failed run's
+    error, or None when the run failed otherwise."""
+    match = re.search(r"Error: (.*exactly_once.*)", error)
+    return match.group(1).strip() if match else None
+
+
 async def suite(
     names: set[str], cfg: dict[str, Any], runs: dict[str, list[dict[str, Any]]], stop_at: float
 ) -> dict[str, list[dict[str, Any]]]:
     """Run the selected figures into ``runs`` (``{figure: [run, ...]}``, failures as
     ``{"error": ...}``); no run starts after ``stop_at`` (monotonic)."""
 
-    async def measure(figure: str, coro: Any) -> None:
+    refused: list[str] = []  # why the worker refuses exactly_once, once a run said so
+
+    async def measure(figure: str, coro: Any, eos: bool = False) -> None:
         if any("error" in r for r in runs.get(figure, [])):
             coro.close()  # failed before: not repeated, to keep the suite short
+            return
+        if eos and refused:
+            coro.close()
+            runs[figure] = [{"error": f"not available: {refused[0]}"}]
+            print(f"  {figure}: not available", flush=True)
             return
         started = time.monotonic()
         try:
             if started > stop_at:
-                raise TimeoutError(f"skipped: the suite's {BUDGET_S} s budget is spent")
+                raise TimeoutError(f"skipped: the suite's {budget_s:.0f} s budget is spent")
             result = await coro
         except Exception as exc:  # a failed run is reported, the suite goes on
             coro.close()
             result = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            if eos and (reason := refusal(result["error"])):
+                refused.append(reason)
+                result = {"error": f"not available: {reason}"}
         result["wall_s"] = round(time.monotonic() - started, 2)
         runs.setdefault(figure, []).append(result)
         shown = {k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}
         print(f"  {figure}: {shown}", flush=True)
 
     n = cfg["records"]
+    guarantees = cfg.get("guarantees", ["at_least_once"])
+    budget_s = stop_at - time.monotonic()
+
+    async def each_guarantee(figure: str, make: Callable[[str], Any]) -> None:
+        """``figure`` under each guarantee, interleaved (exactly-once as ``figure-eos``)."""
+        for guarantee in guarantees:
+            eos = guarantee == EOS
+            await measure(f"{figure}-eos" if eos else figure, make(guarantee), eos=eos)
+
     for rep in range(cfg["reps"]):
         print(f"repetition {rep + 1}/{cfg['reps']}", flush=True)
         if "raw" in names:
@@ -420,17 +497,19 @@ async def suite(
         if "faust" in names:
             await measure("faust", throughput("faust", n))
         if "one" in names:
-            await measure("one", throughput("one", n))
+            await each_guarantee("one", lambda g: throughput("one", n, guarantee=g))
         if "three" in names:
-            await measure("three", throughput("three", n))
+            await each_guarantee("three", lambda g: throughput("three", n, guarantee=g))
         if "llm" in names:
-            await measure("llm", llm(cfg["waves"]))
+            await each_guarantee("llm", lambda g: llm(cfg["waves"], g))
         if "latency" in names:
             await measure("latency-faust", latency("faust", cfg["latency_s"]))
-            await measure("latency-one", latency("one", cfg["latency_s"]))
+            await each_guarantee(
+                "latency-one", lambda g: latency("one", cfg["latency_s"], guarantee=g)
+            )
             await measure("latency-faust-stock", latency("faust-stock", cfg["latency_s"]))
         if "restart" in names:
-            await measure("restart", restart(cfg["restart_records"]))
+            await each_guarantee("restart", lambda g: restart(cfg["restart_records"], g))
         if "memory" in names:  # the state-cost workloads: benchmarks/state.py
             for size in state.MEMORY_SIZES:
                 await measure(f"memory-{size // 1000}k", state.memory(size, n))
@@ -460,14 +539,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy profiles of one and three instead"
     )
+    parser.add_argument(
+        "--broker",
+        choices=("embedded", "kafka"),
+        default="embedded",
+        help="the embedded broker (default) or Apache Kafka from tools/kafka (make kafka-jars)",
+    )
+    parser.add_argument(
+        "--guarantee",
+        help=f"processing guarantees of the agentstream workloads, comma separated, of "
+        f"{','.join(GUARANTEES)} (default: at_least_once; with --broker kafka both)",
+    )
     args = parser.parse_args(argv)
-    global LOAD
+    global LOAD, BROKER
     LOAD = args.load
+    BROKER = args.broker
+    kafka = BROKER == "kafka"
+    guarantees = (args.guarantee or ",".join(GUARANTEES[: 2 if kafka else 1])).split(",")
+    if unknown_guarantees := set(guarantees) - set(GUARANTEES):
+        parser.error(f"unknown guarantees {sorted(unknown_guarantees)}")
     logging.basicConfig(level=logging.ERROR)
     cfg = dict(QUICK if args.quick else FULL)
     if args.reps:
         cfg["reps"] = args.reps
-    names = set(args.only.split(",")) if args.only else set(NAMES)
+    names = set(args.only.split(",")) if args.only else set(KAFKA_NAMES if kafka else NAMES)
     if unknown := names - set(NAMES):
         parser.error(f"unknown names {sorted(unknown)}; known: {', '.join(NAMES)}")
     RESULTS.mkdir(exist_ok=True)
@@ -479,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
             print(summary)
         return 0
     cfg["load"] = LOAD
+    cfg["broker"] = BROKER
+    cfg["guarantees"] = guarantees
     started = time.monotonic()
     runs: dict[str, list[dict[str, Any]]] = {}
     if "local" in names:
@@ -486,9 +583,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print("in-process (LocalRunner)", flush=True)
         runs.update(run_local(cfg["reps"], cfg["local_records"]))
-    asyncio.run(suite(names, cfg, runs, started + BUDGET_S))
+    if kafka:
+        from tools.kafka import ensure_jars, kafka_version
+
+        ensure_jars()  # fetched once (make kafka-jars), before the clock of any run
+        cfg["kafka_version"] = kafka_version()
+    asyncio.run(suite(names, cfg, runs, started + (KAFKA_BUDGET_S if kafka else BUDGET_S)))
     results = report.build(runs, cfg, quick=args.quick, wall_s=time.monotonic() - started)
-    stem = "kafka-quick" if args.quick else "kafka"
+    stem = ("real-kafka" if kafka else "kafka") + ("-quick" if args.quick else "")
     (RESULTS / f"{stem}.json").write_text(json.dumps(results, indent=2))
     print(report.table(results))
     with contextlib.suppress(ImportError):
