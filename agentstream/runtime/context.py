@@ -69,6 +69,21 @@ def _digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+class _AsyncCall:
+    """A ``durable_execute_async`` call of an action run: done once it ran to its end.
+
+    Tracked by a flag, not by the coroutine's state: a compiled coroutine has no
+    ``cr_frame`` to look at.
+    """
+
+    __slots__ = ("coro", "done", "fn")
+
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+        self.done = False
+        self.coro: Coroutine[Any, Any, Any] | None = None
+
+
 class ContextHost(Protocol):
     """What a context needs from the operator that created it."""
 
@@ -149,7 +164,7 @@ class RunnerContextImpl(RunnerContext):
         self._owner = _get_ident()  # the thread it belongs to
         self._closed = False
         # durable_execute_async calls made (checked for being awaited when the action ends)
-        self.async_calls: list[tuple[Coroutine[Any, Any, Any], Callable[..., Any]]] | None = None
+        self.async_calls: list[_AsyncCall] | None = None
         self.updates: list[MemoryUpdate] = []
         self.events: list[Event] = []
         self.packed_events: list[bytes] = []
@@ -204,8 +219,9 @@ class RunnerContextImpl(RunnerContext):
     def close(self) -> None:
         self._closed = True
         if self.async_calls:
-            for call, _ in self.async_calls:
-                call.close()  # un-awaited: it never runs (and warns of nothing)
+            for call in self.async_calls:
+                if not call.done and call.coro is not None:
+                    call.coro.close()  # un-awaited: it never runs (and warns of nothing)
         # The memory views point back at this context (its guard): drop them so the
         # context is freed by reference counting, not left to the cycle collector.
         self._short = self._sensory = None
@@ -423,11 +439,12 @@ class RunnerContextImpl(RunnerContext):
         reconciler: Reconciler | None = None,
         **kwargs: Any,
     ) -> Coroutine[Any, Any, Any]:
-        call = self._durable_async(fn, args, reconciler, kwargs)
+        call = _AsyncCall(fn)
+        coro = call.coro = self._durable_async(fn, args, reconciler, kwargs, call)
         if self.async_calls is None:
             self.async_calls = []
-        self.async_calls.append((call, fn))
-        return call
+        self.async_calls.append(call)
+        return coro
 
     def unawaited_error(self) -> Exception | None:
         """The action returned without awaiting a ``durable_execute_async`` call: the
@@ -435,8 +452,7 @@ class RunnerContextImpl(RunnerContext):
         calls = self.async_calls
         if not calls:
             return None
-        closed = inspect.CORO_CLOSED
-        left = [fn_id(fn) for call, fn in calls if inspect.getcoroutinestate(call) != closed]
+        left = [fn_id(call.fn) for call in calls if not call.done]
         if not left:
             return None
         how = (
@@ -452,6 +468,19 @@ class RunnerContextImpl(RunnerContext):
         )
 
     async def _durable_async(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        reconciler: Reconciler | None,
+        kwargs: dict[str, Any],
+        call: _AsyncCall,
+    ) -> Any:
+        try:
+            return await self._async_call(fn, args, reconciler, kwargs)
+        finally:
+            call.done = True  # ran to its end (or raised): it was awaited
+
+    async def _async_call(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],

@@ -38,7 +38,6 @@ from agentstream.errors import (
     EventLimitError,
     EventSendError,
     NonDeterministicActionError,
-    UnhandledEventError,
 )
 from agentstream.observability.eventlog import EventLogger, EventLogRecord
 from agentstream.observability.eventlog_record import DurableCallLogged
@@ -56,6 +55,7 @@ from agentstream.runtime.eventtime import EventTimeTracker
 from agentstream.runtime.keyrun import KeyRun
 from agentstream.runtime.memory import Snapshot
 from agentstream.runtime.ports import ErrorHandler, EventRouter, OutputSink, Waiting
+from agentstream.runtime.unheard import UnheardEvents
 from agentstream.runtime.verify import replay_check
 from agentstream.serde import unpack_event
 
@@ -142,8 +142,7 @@ class ActionStep:
         self._incarnation = ""  # set by the operator
         self._groups: dict[str, tuple[MetricGroup, MetricGroup]] = {}
         self._actions: dict[type[Event], tuple[Action, ...]] = {}  # agent.actions_for, cached
-        self._strict = strict  # an event no action listens to fails the input
-        self._unheard_types: set[type[Event]] = set()  # warned about (once per type)
+        self._unheard_events = UnheardEvents(agent, strict)  # strict: they fail the input
 
     # -- the context's host (ContextHost) -------------------------------------------
 
@@ -223,7 +222,7 @@ class ActionStep:
         if actions is None:
             actions = self._actions[event_type] = self.agent.actions_for(event_type)
             if not actions:
-                self._warn_unheard(event_type, sender)
+                self._unheard_events.warn(event_type, sender)
         for action in actions:
             run.tasks.append((action, event))
 
@@ -237,40 +236,11 @@ class ActionStep:
             )
         self._counts.events[event_type] += 1
         self._counts.child(self.metrics.unhandled_events, event_type.type_name()).inc()
-        if self._strict:
-            assert event.id is not None
-            error = UnhandledEventError(
-                run.key, sender, event.id, run.seq, event_type.type_name(), self._hint(event_type)
-            )
-            return self._fail(run, error, event)
-        self._warn_unheard(event_type, sender)
+        unheard = self._unheard_events
+        if unheard.strict:
+            return self._fail(run, unheard.error(run.key, sender, event, run.seq), event)
+        unheard.warn(event_type, sender)
         return None
-
-    def _warn_unheard(self, event_type: type[Event], sender: str | None) -> None:
-        if event_type in self._unheard_types:
-            return
-        self._unheard_types.add(event_type)
-        by = "the input" if sender is None else f"action {sender!r}"
-        log.warning(
-            "event %s sent by %s triggers no action and is not an OutputEvent: it is dropped "
-            "(warned once per type; counted in agentstream_unhandled_events_total)%s",
-            event_type.type_name(),
-            by,
-            self._hint(event_type),
-        )
-
-    def _hint(self, event_type: type[Event]) -> str:
-        """A remedy: the listened-to type of the same name (a twin class), or how to fix."""
-        listened = {t for a in self.agent.actions for t in a.events}
-        twins = sorted(
-            t.type_name()
-            for t in listened
-            if t.__name__.lower() == event_type.__name__.lower() and t is not event_type
-        )
-        if twins:
-            return f"; did you mean {', '.join(twins)} (a class of the same name)?"
-        known = sorted(t.__name__ for t in listened)
-        return f"; add an @action({event_type.__name__}) or send one of {known}"
 
     def _send_on(
         self, run: KeyRun, events: Sequence[Event], packed: Sequence[bytes], sender: str
