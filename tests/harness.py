@@ -139,7 +139,7 @@ class WorkerProcess:
 class Topic:
     """Reads a topic from the beginning, accumulating records."""
 
-    def __init__(self, bootstrap: str, topic: str):
+    def __init__(self, bootstrap: str, topic: str, isolation_level: str = "read_uncommitted"):
         self.records: list[Any] = []
         self._consumer = AIOKafkaConsumer(
             topic,
@@ -147,6 +147,7 @@ class Topic:
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             fetch_max_wait_ms=20,
+            isolation_level=isolation_level,
         )
 
     async def __aenter__(self) -> Topic:

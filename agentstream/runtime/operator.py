@@ -290,6 +290,12 @@ class Operator(ActionStep):
             prune(slot, seq)
         del self._finished[:count]
 
+    def forget_finished(self, predicate: Callable[[Hashable], bool]) -> None:
+        """Drop finished inputs of the slots matching ``predicate`` from the list
+        :meth:`prune` works on, without pruning them (their partition's state went back to
+        its last commit, where they are not finished: their action state must stay)."""
+        self._finished = [(slot, seq) for slot, seq in self._finished if not predicate(slot)]
+
     def flush_metrics(self) -> None:
         """Move the hot-path counts into the Prometheus metrics (runs on every collection)."""
         self._counts.flush()

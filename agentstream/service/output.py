@@ -5,6 +5,10 @@ it is the operator's :class:`~agentstream.runtime.ports.OutputSink`, its
 :class:`~agentstream.runtime.ports.EventRouter` and its error policy (dead-letter, or stop
 the worker under ``error_policy="fail"``). Kafka errors are translated at this boundary.
 
+Under exactly-once every record goes through the transaction of the input partition it
+comes from (:mod:`agentstream.service.transactions`), and an output already sent for the
+key's current input (recorded in that transaction) is not sent again by a replay.
+
 Dead-letter records carry the input's original key and value and these headers::
 
     agentstream-reason           decode | encode | action | timeout | event-limit | send
@@ -18,12 +22,14 @@ Dead-letter records carry the input's original key and value and these headers::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 
 from agentstream.api.events import Event, OutputEvent
 from agentstream.api.ids import qualified_name
@@ -36,6 +42,7 @@ from agentstream.serde import dumps
 from agentstream.service.app import AgentApp
 from agentstream.service.codecs import Codec, decode_key, encode_key
 from agentstream.service.kafka_errors import kafka_errors
+from agentstream.service.transactions import EmittedOutputs, PartitionTransaction
 
 __all__ = [
     "HEADER_EVENT_ID",
@@ -78,6 +85,9 @@ class KafkaOutput:
         metrics: where dead letters are counted.
         event_logger: receives a record per dead letter.
         stop: called with the error under ``error_policy="fail"`` (the worker stops).
+        transactions: exactly-once: the open transaction of an input partition (raises
+            BrokerError for a partition not owned); None: ``producer`` sends everything.
+        emitted: exactly-once: where the outputs sent per key's input are recorded.
     """
 
     def __init__(
@@ -89,6 +99,8 @@ class KafkaOutput:
         metrics: RuntimeMetrics,
         event_logger: EventLogger | None,
         stop: Callable[[BaseException], None],
+        transactions: Callable[[int], PartitionTransaction] | None = None,
+        emitted: EmittedOutputs | None = None,
     ):
         self._app = app
         self._producer = producer
@@ -98,6 +110,24 @@ class KafkaOutput:
         self._event_logger = event_logger
         self._stop = stop
         self._fail = app.settings.error_policy == "fail"
+        self._transactions = transactions
+        self._emitted = emitted
+
+    async def _send(
+        self,
+        source: int | None,
+        topic: str,
+        after: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> asyncio.Future[RecordMetadata]:
+        """Queue a record: under exactly-once in the transaction of the input partition it
+        comes from (``source``), else plainly."""
+        if self._transactions is None or source is None:
+            future: asyncio.Future[RecordMetadata] = await self._producer.send(topic, **kwargs)
+            if after is not None:
+                after()
+            return future
+        return await self._transactions(source).send(topic, after, **kwargs)
 
     # -- OutputSink and EventRouter ------------------------------------------------------
 
@@ -116,9 +146,23 @@ class KafkaOutput:
             (HEADER_WATERMARK, _h(NO_WATERMARK if watermark is None else watermark)),
         ]
         topic = self._app.output_topic
+        after = None
+        emitted = self._emitted
+        if emitted is not None:
+            partition, input_id = record.partition, record.id or f"{record.offset}"
+            assert event.id is not None
+            if emitted.sent(partition, key, input_id, event.id):
+                return  # a replay: sent (and committed) by an earlier attempt
+
+            def after() -> None:
+                assert emitted is not None and event.id is not None
+                emitted.note(partition, key, input_id, event.id)
+
         with kafka_errors("send an output", topic=topic):
-            delivery = await self._producer.send(
+            delivery = await self._send(
+                record.partition,
                 topic,
+                after,
                 value=value,
                 key=encode_key(key),
                 timestamp_ms=event.source_timestamp,
@@ -131,7 +175,8 @@ class KafkaOutput:
     ) -> None:
         topic = self._app.internal_topic
         with kafka_errors("route an event", topic=topic):
-            await self._producer.send(
+            await self._send(
+                record.partition,
                 topic,
                 value=dumps([tag, sender, packed]),
                 key=encode_key(key),
@@ -223,7 +268,9 @@ class KafkaOutput:
         )
         topic = self._app.dead_letter_topic
         with kafka_errors("send a dead letter", topic=topic):
-            delivery = await self._producer.send(topic, value=value, key=key, headers=headers)
+            delivery = await self._send(
+                None if source is None else source[1], topic, value=value, key=key, headers=headers
+            )
             await delivery
         self._metrics.dead_letters.labels(reason=reason).inc()
         if self._event_logger is not None:

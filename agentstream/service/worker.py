@@ -12,6 +12,15 @@ Design note::
     commit loop: positions snapshot ─► store.flush() ─► commit offsets ─► prune action
                  state of the inputs finished before the snapshot
 
+Under ``processing_guarantee="exactly_once"`` (real Kafka only) the commit is a Kafka
+transaction per input partition instead: outputs, routed events, dead letters, the
+key-state changelog records and the offsets of input p and internal p commit together,
+while action state stays durable at once outside it; the consumer reads
+``read_committed``. See :mod:`agentstream.service.transactions`. A partition whose
+transaction fails (fenced by a new owner, or the broker refused it) is reset: its runners
+are cancelled, its uncommitted state discarded, and, if it is still ours, it is recovered
+from the changelog and read again from its committed offsets.
+
 Rebalance: on revoke, the runners of the revoked partitions are cancelled, the store is
 flushed and the offsets committed; on assign, the partitions' state is recovered from the
 changelog and every key with an input in flight is resumed (replaying what completed).
@@ -61,6 +70,12 @@ from agentstream.service.output import (
 )
 from agentstream.service.settings import mask_url
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
+from agentstream.service.transactions import (
+    EmittedOutputs,
+    PartitionTransaction,
+    held,
+    transactional_id,
+)
 from agentstream.service.watch import BrokerWatch, KeySpread
 from agentstream.state.changelog import ChangelogStore
 
@@ -124,11 +139,11 @@ class Worker:
                 "exactly_once needs Kafka transactions, which the embedded development "
                 "broker does not support; use at_least_once (the default) or a real Kafka"
             )
-        if settings.processing_guarantee == "exactly_once":
-            raise ConfigurationError(
-                "exactly_once is not available yet: run at_least_once and drop duplicates "
-                f"by the {HEADER_EVENT_ID!r} header"
-            )
+        self._exactly_once = settings.processing_guarantee == "exactly_once"
+        self._txns: dict[int, PartitionTransaction] = {}
+        self._committed: dict[TopicPartition, int] = {}  # offsets in the last transaction
+        self._commit_lock = asyncio.Lock()
+        self._to_reset: set[int] = set()  # partitions whose transaction failed
         self.metrics = metrics or RuntimeMetrics()
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
@@ -184,6 +199,7 @@ class Worker:
             bootstrap=self._bootstrap,
             client_kwargs=client_settings(s.embedded_broker, self._client, kind="consumer"),
             producer=self._producer,
+            hold=held if self._exactly_once else None,
         )
         await self._store.start()
         self._key_state = ChangelogKeyState(self._store)
@@ -199,6 +215,8 @@ class Worker:
             self.metrics,
             self._event_logger,
             self._fail,
+            self._transaction if self._exactly_once else None,
+            EmittedOutputs(self._store) if self._exactly_once else None,
         )
         self._operator = Operator(
             app.agent,
@@ -222,6 +240,8 @@ class Worker:
             {**self._client, "fetch_max_wait_ms": s.fetch_wait_ms},
             kind="consumer",
         )
+        if self._exactly_once:  # routed events and inputs of aborted transactions: never
+            consumer_settings["isolation_level"] = "read_committed"
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=app.name,
@@ -279,6 +299,10 @@ class Worker:
         with contextlib.suppress(Exception):
             if self._consumer is not None and self._store is not None:
                 await self._commit()
+        for txn in list(self._txns.values()):
+            with contextlib.suppress(Exception):
+                await txn.stop(abort=True)
+        self._txns.clear()
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
@@ -299,6 +323,9 @@ class Worker:
         try:
             while not self.stopped.is_set():
                 await self.ready.wait()  # no records while partitions are being recovered
+                if self._to_reset:
+                    await self._reset()
+                    continue
                 self._apply_backpressure()
                 room = self.settings.max_buffered_inputs - self.operator.inputs_in_flight
                 batch = await self._consumer.getmany(
@@ -387,6 +414,9 @@ class Worker:
     # -- commits, rebalances ------------------------------------------------------------
 
     async def _commit(self) -> None:
+        if self._exactly_once:
+            await self._commit_transactions()
+            return
         assert self._consumer is not None and self._producer is not None
         positions = dict(self._positions)
         finished = self.operator.finished_count
@@ -399,6 +429,136 @@ class Worker:
             with kafka_errors("commit offsets"):
                 await self._consumer.commit(offsets)
         self.operator.prune(finished)
+
+    def _transaction(self, partition: int) -> PartitionTransaction:
+        """The open transaction of input ``partition`` (exactly-once)."""
+        txn = self._txns.get(partition)
+        if txn is None:
+            raise BrokerError(f"input partition {partition} is not assigned to this worker")
+        return txn
+
+    async def _commit_transactions(self) -> None:
+        """Commit every owned partition's transaction: its outputs, routed events and dead
+        letters (sent already), its held key-state writes and its consumer offsets."""
+        async with self._commit_lock:
+            txns = dict(self._txns)
+            if not txns:
+                return
+            store = self.store
+            failed: dict[int, BaseException] = {}
+            async with store.quiesced():  # no changelog record of ours in flight
+                await asyncio.gather(*(txn.close() for txn in txns.values()))
+                # The snapshot: positions, held writes and finished inputs of one instant
+                # (no await in between), all sends before it queued in the transactions.
+                finished = self.operator.finished_count
+                plans = []
+                for p, txn in txns.items():
+                    offsets = {
+                        tp: offset
+                        for tp, offset in self._positions.items()
+                        if tp.partition == p and self._committed.get(tp) != offset
+                    }
+                    entries = store.held(p)
+                    if entries or offsets or txn.dirty:
+                        plans.append((p, txn, entries, offsets))
+                results = await asyncio.gather(
+                    *(self._commit_partition(*plan) for plan in plans), return_exceptions=True
+                )
+                for (p, txn, _, _), result in zip(plans, results, strict=True):
+                    if isinstance(result, BaseException):
+                        txn.failed = result
+                        failed[p] = result
+                for txn in txns.values():
+                    if txn.failed is None:
+                        txn.open()
+            if not failed:
+                self.operator.prune(finished)
+                return
+            # Their state is the committed changelog again; their action state stays.
+            self.operator.forget_finished(lambda slot: slot[0] in failed)  # type: ignore[index]
+            for p, error in sorted(failed.items()):
+                log.warning("the transaction of partition %d failed (%r): resetting it", p, error)
+            self._assigned -= failed.keys()
+            await self.operator.cancel(lambda record: record.partition in failed)
+            self._to_reset |= failed.keys()
+
+    async def _commit_partition(
+        self,
+        partition: int,
+        txn: PartitionTransaction,
+        entries: list[Any],
+        offsets: dict[TopicPartition, int],
+    ) -> None:
+        async def commit() -> None:
+            await txn.commit(offsets, self.app.name)
+
+        with kafka_errors("commit a transaction", topic=self.app.input_topic):
+            await self.store.commit_held(partition, entries, txn.producer, commit)
+        self._committed.update(offsets)
+
+    async def _start_transactions(self, parts: set[int]) -> None:
+        """A transactional producer per partition (fencing the partition's zombie owner and
+        aborting its open transaction, before the changelog is read)."""
+        s = self.settings
+
+        async def start(p: int) -> None:
+            txn = PartitionTransaction(
+                p,
+                AIOKafkaProducer(
+                    bootstrap_servers=self._bootstrap,
+                    acks="all",
+                    linger_ms=1,
+                    max_request_size=8 * 1024 * 1024,
+                    **client_settings(s.embedded_broker, self._client, kind="producer"),
+                    transactional_id=transactional_id(self.app.name, p),
+                ),
+            )
+            with kafka_errors(f"start the transactional producer of partition {p}"):
+                await txn.start()
+            self._txns[p] = txn
+
+        await asyncio.gather(*(start(p) for p in sorted(parts) if p not in self._txns))
+
+    async def _stop_transactions(self, parts: set[int], abort: bool) -> None:
+        for p in sorted(parts):
+            txn = self._txns.pop(p, None)
+            if txn is not None:
+                with contextlib.suppress(Exception):
+                    await txn.stop(abort=(abort and txn.dirty) or txn.failed is not None)
+        for tp in [tp for tp in self._committed if tp.partition in parts]:
+            del self._committed[tp]
+
+    async def _reset(self) -> None:
+        """Partitions whose transaction failed: discard their uncommitted state; those still
+        assigned to us are recovered and read again from their committed offsets."""
+        assert self._consumer is not None
+        parts, self._to_reset = set(self._to_reset), set()
+        await self._forget(parts, abort=True)
+        owned = [tp for tp in self._consumer.assignment() if tp.partition in parts]
+        for tp in owned:
+            with kafka_errors("read the committed offsets"):
+                committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+        if owned:
+            await self._on_assigned(owned)
+
+    async def _forget(self, parts: set[int], abort: bool) -> None:
+        """Let go of ``parts`` locally: their producers, state and positions."""
+        await self.operator.cancel(lambda record: record.partition in parts)
+        if self._exactly_once:
+            self.operator.forget_finished(lambda slot: slot[0] in parts)  # type: ignore[index]
+            self.store.drop_held(parts)
+            await self._stop_transactions(parts, abort)
+        await self.store.revoke(parts)
+        for p in parts:
+            self.operator.event_time.forget(p)
+        assert self._key_state is not None
+        self._key_state.forget(parts)
+        self._assigned -= parts
+        self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
 
     async def _commit_loop(self) -> None:
         while not self.stopped.is_set():
@@ -472,13 +632,8 @@ class Worker:
         await self.operator.cancel(lambda record: record.partition in parts)
         with contextlib.suppress(KafkaError, BrokerError):
             await self._commit()
-        await self.store.revoke(parts)
-        for p in parts:
-            self.operator.event_time.forget(p)
-        assert self._key_state is not None
-        self._key_state.forget(parts)
-        self._assigned -= parts
-        self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
+        self._to_reset -= parts
+        await self._forget(parts, abort=True)
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in assigned if tp.topic == self.app.input_topic}
@@ -493,6 +648,8 @@ class Worker:
                 sorted(parts),
                 sorted(internal),
             )
+        if self._exactly_once:
+            await self._start_transactions(parts)
         await self.store.assign(parts)
         self._assigned |= parts
         self._paused = False  # a new assignment starts unpaused

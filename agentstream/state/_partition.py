@@ -52,17 +52,25 @@ class PartitionDB:
     def is_empty(self) -> bool:
         return next(iter(self.db.keys()), None) is None
 
-    def write(self, changes: Iterable[tuple[bytes, bytes | None]], offset: int) -> None:
-        """Apply changes and record ``offset`` as applied, atomically."""
+    def write(self, changes: Iterable[tuple[bytes, bytes | None]], offset: int | None) -> None:
+        """Apply changes and record ``offset`` as applied, atomically.
+
+        ``offset`` None applies the changes and leaves the applied offset where it is (a
+        store with transactions: the offset moves only when nothing before it can still
+        be missing, see :meth:`ChangelogStore.commit_held`); recovery from the older
+        offset re-applies them, in log order, to the same result.
+        """
         batch = WriteBatch(raw_mode=True)
         for key, value in changes:
             if value is None:
                 batch.delete(key)
             else:
                 batch.put(key, value)
-        batch.put(_APPLIED_OFFSET, offset.to_bytes(8, "big"), self._meta_handle)
+        if offset is not None:
+            batch.put(_APPLIED_OFFSET, offset.to_bytes(8, "big"), self._meta_handle)
         self.db.write(batch)
-        self.offset = offset
+        if offset is not None:
+            self.offset = offset
 
     def close(self) -> None:
         # Every handle keeps RocksDB (and its LOCK file) alive: drop them all.

@@ -58,6 +58,15 @@ class PendingWrites:
             if key.startswith(prefix)
         )
 
+    def partition_snapshot(self, partition: int) -> list[Entry]:
+        """One partition's pending entries, each key's last write, in write order."""
+        pending = self._partitions.get(partition)
+        if not pending:
+            return []
+        return [
+            (key, entry[0], _resolve(pending, key, entry)) for key, entry in list(pending.items())
+        ]
+
     def snapshot(self) -> list[tuple[int, list[Entry]]]:
         """Every partition's pending entries, each key's last write, in write order."""
         return [
@@ -133,10 +142,14 @@ async def produce_pending(
     producer: AIOKafkaProducer,
     topic: str,
     dbs: Mapping[int, PartitionDB],
+    acked: dict[int, int] | None = None,
 ) -> None:
     """One flush: produce the snapshot of ``pending`` to ``topic`` (each partition's
     records to its partition), and once a partition's are all acked apply them to its
     database with their last offset, and drop them from ``pending``.
+
+    With ``acked`` (a store with transactions) the databases' applied offsets stay
+    where they are and ``acked`` keeps each partition's last acked offset instead.
 
     A partition whose records failed stays pending (produced again by the next flush);
     the first error is raised after the others are settled.
@@ -166,9 +179,13 @@ async def produce_pending(
         if failed:
             error = error or failed[0]
             continue  # stays pending, produced again by the next flush
-        offsets = [r.offset for r in results if not isinstance(r, BaseException)]
+        last = max(r.offset for r in results if not isinstance(r, BaseException))
+        if acked is not None:
+            acked[partition] = max(acked.get(partition, -1), last)
         try:
-            dbs[partition].write(((key, value) for key, _, value in entries), max(offsets))
+            dbs[partition].write(
+                ((key, value) for key, _, value in entries), None if acked is not None else last
+            )
         except Exception as exc:
             raise StateStoreError(
                 f"applying changelog {topic}[{partition}] to RocksDB failed: {exc}"

@@ -33,6 +33,25 @@ Design note::
   logs it) and later writes are refused. Nothing is dropped silently.
 - At-least-once: commit an input offset only after :meth:`ChangelogStore.flush` returned
   for the state changes that input caused.
+
+Transactions (exactly-once; a store made with ``hold``)::
+
+    put(key) ── hold(key)? ── no ──► pending: produced by flush() at once, as above
+                   │ yes              (action state: durable outside any transaction)
+                   ▼
+                held[p] ── commit_held(p, producer, commit), inside quiesced():
+                   produce p's held records in the producer's open transaction
+                   ──► commit() (the caller commits the transaction, with its offsets)
+                   ──► apply them to RocksDB ──► applied offset := last acked offset of p
+
+- RocksDB never holds a held write before its transaction committed: an aborted
+  transaction leaves no trace (recovery reads ``read_committed`` and skips it).
+- Records of two producers interleave in changelog[p], so the applied offset cannot move
+  with every flush: a committed transactional record below an acked immediate one may not
+  be applied yet. It moves only in :meth:`commit_held`, inside :meth:`quiesced`, where
+  nothing of the store is in flight and everything acked is applied; immediate flushes
+  apply their records without moving it. Recovery from an older offset re-applies records
+  in log order, which ends in the same state.
 """
 
 from __future__ import annotations
@@ -40,7 +59,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +73,7 @@ from agentstream.errors import (
     StateStoreError,
 )
 from agentstream.state._partition import PartitionDB, open_partition
-from agentstream.state._pending import PendingWrites, Value, merge, produce_pending
+from agentstream.state._pending import Entry, PendingWrites, Value, merge, produce_pending
 from agentstream.state.recovery import RecoveryProgress, RecoveryStats, recover
 
 __all__ = [
@@ -89,6 +108,8 @@ class ChangelogStore:
             store creates its own when None.
         flush_interval_s: how long writes are buffered (and coalesced) before the
             background flush.
+        hold: the keys whose writes are held for a transaction (exactly-once): not
+            produced by :meth:`flush`, only by :meth:`commit_held`. None: no transactions.
     """
 
     def __init__(
@@ -100,6 +121,7 @@ class ChangelogStore:
         client_kwargs: Mapping[str, Any] | None = None,
         producer: AIOKafkaProducer | None = None,
         flush_interval_s: float = 0.05,
+        hold: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._data_dir = Path(data_dir)
         self._topic = changelog_topic
@@ -111,6 +133,11 @@ class ChangelogStore:
         self._dbs: dict[int, PartitionDB] = {}  # open databases
         self._ready: set[int] = set()  # recovered, readable and writable
         self._pending = PendingWrites()
+        self._hold = hold
+        self._held = PendingWrites()  # writes waiting for their partition's transaction
+        # With transactions: each partition's last acked changelog offset (immediate
+        # flushes do not move the databases' applied offsets, commit_held does).
+        self._acked: dict[int, int] | None = None if hold is None else {}
         self._durable_version = 0  # every write up to this version is flushed
         self._flush_task: asyncio.Task[None] | None = None
         self._recoveries: dict[int, RecoveryStats] = {}
@@ -169,6 +196,14 @@ class ChangelogStore:
             if self._failure is None:
                 await self.flush()
         finally:
+            if held := len(self._held):
+                logger.info(
+                    "changelog %s: %d writes of uncommitted transactions discarded (the "
+                    "committed changelog is the state)",
+                    self._topic,
+                    held,
+                )
+            self._held.clear()
             lost = len(self._pending)
             if lost:
                 logger.error(
@@ -237,6 +272,7 @@ class ChangelogStore:
                 if self._failure is None:
                     await self.flush()
             finally:
+                self.drop_held(gone)
                 for partition in gone:
                     self._dbs.pop(partition).close()
                     if lost := self._pending.drop(partition):
@@ -266,6 +302,8 @@ class ChangelogStore:
         """The value of ``key``, including writes not yet flushed; None if absent."""
         db = self._readable(partition)
         found, value = self._pending.lookup(partition, key)
+        if not found and self._hold is not None:
+            found, value = self._held.lookup(partition, key)
         if not found:
             value = db.db.get(key)
         return value
@@ -296,6 +334,8 @@ class ChangelogStore:
         """
         db = self._readable(partition)
         pending = self._pending.items_from(partition, prefix)
+        if self._hold is not None:  # a key is in one of the two, never in both
+            pending = sorted(pending + self._held.items_from(partition, prefix))
         return merge(db.db.items(from_key=prefix), prefix, pending)
 
     def count(self, partition: int, prefix: bytes = b"") -> int:
@@ -312,6 +352,9 @@ class ChangelogStore:
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
         self._raise_if_failed()
         self._readable(partition)
+        if self._hold is not None and self._hold(key):
+            self._held.write(partition, key, value)
+            return
         self._pending.write(partition, key, value)
         self._dirty.set()
 
@@ -341,29 +384,104 @@ class ChangelogStore:
     async def _flush_round(self) -> None:
         """One flush of everything pending, retrying transient errors."""
         async with self._flush_lock:
-            covered = self._pending.last_version
-            delay = _RETRY_BACKOFF_S[0]
-            while True:
-                self._raise_if_failed()
-                try:
-                    assert self._producer is not None
-                    await produce_pending(self._pending, self._producer, self._topic, self._dbs)
-                    self._durable_version = max(self._durable_version, covered)
-                    return
-                except AgentStreamError as exc:
-                    self._fail(exc)
-                    raise
-                except Exception as exc:
-                    if not _is_retriable(exc):
-                        raise self._fail(exc) from exc
-                    logger.warning(
-                        "changelog %s: produce failed (%r); retrying in %.2f s",
-                        self._topic,
-                        exc,
-                        delay,
-                    )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, _RETRY_BACKOFF_S[1])
+            await self._flush_locked()
+
+    async def _flush_locked(self) -> None:
+        """One flush of everything pending (the flush lock held), retrying transient errors."""
+        covered = self._pending.last_version
+        delay = _RETRY_BACKOFF_S[0]
+        while True:
+            self._raise_if_failed()
+            try:
+                assert self._producer is not None
+                await produce_pending(
+                    self._pending, self._producer, self._topic, self._dbs, self._acked
+                )
+                self._durable_version = max(self._durable_version, covered)
+                return
+            except AgentStreamError as exc:
+                self._fail(exc)
+                raise
+            except Exception as exc:
+                if not _is_retriable(exc):
+                    raise self._fail(exc) from exc
+                logger.warning(
+                    "changelog %s: produce failed (%r); retrying in %.2f s",
+                    self._topic,
+                    exc,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_BACKOFF_S[1])
+
+    # -- transactions ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def quiesced(self) -> AsyncIterator[None]:
+        """Hold the flusher: inside, every immediate write made before entry is acked and
+        applied, and no changelog record of this store is in flight (flushes wait).
+
+        Raises:
+            BrokerError, StateStoreError: as :meth:`flush`.
+        """
+        async with self._flush_lock:
+            if self._pending.last_version > self._durable_version:
+                await self._flush_locked()
+            yield
+
+    def held(self, partition: int) -> list[Entry]:
+        """A snapshot of ``partition``'s held writes (each key's last), for :meth:`commit_held`."""
+        return self._held.partition_snapshot(partition)
+
+    async def commit_held(
+        self,
+        partition: int,
+        entries: list[Entry],
+        producer: AIOKafkaProducer,
+        commit: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Produce ``entries`` (from :meth:`held`) to ``partition`` of the changelog with
+        ``producer``, inside its open transaction; await ``commit``, which commits that
+        transaction; then apply them to RocksDB and move the applied offset to the last
+        acked one. Call inside :meth:`quiesced`.
+
+        On an error the entries stay held and RocksDB untouched; the caller aborts the
+        transaction and discards the partition (:meth:`revoke`): its state is the
+        committed changelog.
+        """
+        futures = [
+            await producer.send(self._topic, value, key=key, partition=partition)
+            for key, _, value in entries
+        ]
+        results = await asyncio.gather(*futures)
+        await commit()
+        assert self._acked is not None, "a store without hold has no transactions"
+        last = max([self._acked.get(partition, -1), *(r.offset for r in results)])
+        db = self._dbs.get(partition)
+        if db is None:  # revoked meanwhile: committed, its next owner reads it
+            return
+        if last >= 0 and (db.offset is None or last > db.offset):
+            self._acked[partition] = last
+            try:
+                db.write(((key, value) for key, _, value in entries), last)
+            except Exception as exc:
+                raise self._fail(
+                    StateStoreError(f"applying changelog {self._topic}[{partition}] failed: {exc}")
+                ) from exc
+        elif entries:
+            db.write(((key, value) for key, _, value in entries), None)
+        if entries:
+            self._held.settle(partition, entries)
+
+    def drop_held(self, partitions: Iterable[int]) -> int:
+        """Discard the held writes of ``partitions`` (their transaction aborted or never
+        ran); returns how many there were."""
+        dropped = 0
+        for partition in partitions:
+            dropped += self._held.drop(partition)
+            if self._acked is not None:
+                self._acked.pop(partition, None)
+        return dropped
 
     async def _flush_loop(self) -> None:
         while True:
