@@ -42,7 +42,7 @@ from agentstream.serde import dumps
 from agentstream.service.app import AgentApp
 from agentstream.service.codecs import Codec, decode_key, encode_key
 from agentstream.service.kafka_errors import kafka_errors
-from agentstream.service.transactions import EmittedOutputs, PartitionTransaction
+from agentstream.service.transactions import EmittedOutputs, PartitionLost, PartitionTransaction
 
 __all__ = [
     "HEADER_EVENT_ID",
@@ -129,6 +129,12 @@ class KafkaOutput:
             return future
         return await self._transactions(source).send(topic, after, **kwargs)
 
+    async def _delivered(self, source: int | None, delivery: asyncio.Future[Any]) -> None:
+        if self._transactions is None or source is None:
+            await delivery
+        else:
+            await self._transactions(source).delivered(delivery)
+
     # -- OutputSink and EventRouter ------------------------------------------------------
 
     async def emit(
@@ -168,7 +174,7 @@ class KafkaOutput:
                 timestamp_ms=event.source_timestamp,
                 headers=headers,
             )
-            await delivery
+            await self._delivered(record.partition, delivery)
 
     async def route(
         self, key: Any, tag: str, event: Event, packed: bytes, sender: str, record: InputRecord
@@ -190,6 +196,9 @@ class KafkaOutput:
         self, error: ActionExecutionError, event: Event, record: InputRecord
     ) -> None:
         """A step failed: dead-letter the input with the reason, or stop the worker."""
+        if isinstance(error.cause, PartitionLost):  # not the input's fault: see PartitionLost
+            log.info("key %r: %s; its partition is reset", record.key, error.cause)
+            return
         if self._fail:
             log.error("stopping (error_policy=fail): %s", error, exc_info=error)
             self._stop(error)
@@ -268,10 +277,9 @@ class KafkaOutput:
         )
         topic = self._app.dead_letter_topic
         with kafka_errors("send a dead letter", topic=topic):
-            delivery = await self._send(
-                None if source is None else source[1], topic, value=value, key=key, headers=headers
-            )
-            await delivery
+            partition = None if source is None else source[1]
+            delivery = await self._send(partition, topic, value=value, key=key, headers=headers)
+            await self._delivered(partition, delivery)
         self._metrics.dead_letters.labels(reason=reason).inc()
         if self._event_logger is not None:
             self._event_logger.append(

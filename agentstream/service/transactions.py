@@ -41,7 +41,7 @@ from agentstream.errors import BrokerError
 from agentstream.serde import dumps, loads
 from agentstream.state.changelog import ChangelogStore
 
-__all__ = ["EmittedOutputs", "PartitionTransaction", "held", "transactional_id"]
+__all__ = ["EmittedOutputs", "PartitionLost", "PartitionTransaction", "held", "transactional_id"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,17 @@ log = logging.getLogger(__name__)
 # b"a" the version-1 layout): produced at once, outside any transaction.
 _ACTION_STATE: Final = (b"r", b"a")
 _EMITTED: Final = b"o"  # + record key (msgpack) -> [input id, [output event ids]]
+
+
+class PartitionLost(BrokerError):
+    """A send in a partition's transaction failed (typically: a new owner of the
+    partition fenced this worker's producer). Nothing of the open transaction will
+    commit; the worker resets the partition, so the send is not an error of the input
+    (no dead letter): its committed state is read again, by whoever owns it now."""
+
+    def __init__(self, partition: int, cause: BaseException):
+        self.partition = partition
+        super().__init__(f"the transaction of input partition {partition} failed: {cause!r}")
 
 
 def held(store_key: bytes) -> bool:
@@ -95,9 +106,7 @@ class PartitionTransaction:
         while not self._open.is_set():
             await self._open.wait()
         if self.failed is not None:
-            raise BrokerError(
-                f"the transaction of partition {self.partition} failed: {self.failed!r}"
-            )
+            raise PartitionLost(self.partition, self.failed)
         self._sending += 1
         self._idle.clear()
         try:
@@ -106,10 +115,26 @@ class PartitionTransaction:
             if after is not None:
                 after()
             return future
+        except Exception as exc:
+            raise self.fail(exc) from exc
         finally:
             self._sending -= 1
             if not self._sending:
                 self._idle.set()
+
+    def fail(self, exc: BaseException) -> PartitionLost:
+        """Mark the transaction failed (the worker resets the partition at its next
+        commit); returns the error to raise."""
+        if self.failed is None:
+            self.failed = exc
+        return PartitionLost(self.partition, exc)
+
+    async def delivered(self, delivery: asyncio.Future[Any]) -> Any:
+        """Wait for a record sent in this transaction to be acked."""
+        try:
+            return await delivery
+        except Exception as exc:
+            raise self.fail(exc) from exc
 
     async def close(self) -> None:
         """Shut the gate and wait until the sends under way are queued."""

@@ -72,6 +72,7 @@ from agentstream.service.settings import mask_url
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
 from agentstream.service.transactions import (
     EmittedOutputs,
+    PartitionLost,
     PartitionTransaction,
     held,
     transactional_id,
@@ -393,7 +394,10 @@ class Worker:
 
     async def _undecodable(self, message: Any, exc: Exception) -> None:
         assert self._output is not None
-        await self._output.undecodable(message, exc)
+        try:
+            await self._output.undecodable(message, exc)
+        except PartitionLost as lost:  # read again once the partition is reset
+            log.info("dead letter of %s not sent: %s", input_id(message), lost)
 
     async def _on_internal_message(self, message: Any) -> None:
         try:
@@ -459,14 +463,16 @@ class Worker:
                         if tp.partition == p and self._committed.get(tp) != offset
                     }
                     entries = store.held(p)
-                    if entries or offsets or txn.dirty:
+                    if txn.failed is not None:  # a send failed: it cannot commit
+                        failed[p] = txn.failed
+                    elif entries or offsets or txn.dirty:
                         plans.append((p, txn, entries, offsets))
                 results = await asyncio.gather(
                     *(self._commit_partition(*plan) for plan in plans), return_exceptions=True
                 )
                 for (p, txn, _, _), result in zip(plans, results, strict=True):
                     if isinstance(result, BaseException):
-                        txn.failed = result
+                        txn.fail(result)
                         failed[p] = result
                 for txn in txns.values():
                     if txn.failed is None:
