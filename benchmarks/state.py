@@ -17,6 +17,7 @@ the key's memory grows, and what an input's action state writes.
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 from typing import Any
 
@@ -149,36 +150,72 @@ async def steps() -> dict[str, Any]:
     }
 
 
-def plot(runs: dict[str, list[dict[str, Any]]], path: Any) -> None:
+def plot(
+    runs: dict[str, list[dict[str, Any]]],
+    path: Any,
+    before: dict[str, list[dict[str, Any]]] | None = None,
+) -> None:
     """Inputs/s against the key's memory: ``memory`` (untouched) and ``chat`` (the history
-    each input rewrites), medians of the runs."""
-    import statistics
-
+    each input rewrites), medians of the runs; ``before``: another build's runs, dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3), dpi=80)
-    sizes, rates = [], []
-    for size in MEMORY_SIZES:
-        done = [r["rate"] for r in runs.get(f"memory-{size // 1000}k", []) if "rate" in r]
-        if done:
-            sizes.append(max(size, 100) / 1000)
-            rates.append(statistics.median(done))
-    if sizes:
-        ax.plot(sizes, rates, "o-", label="memory: counter bump, memory untouched")
-    chats = [r["rate_by_fifth"] for r in runs.get("chat", []) if "rate_by_fifth" in r]
-    if chats:
-        by_fifth = [statistics.median(f[k] for f in chats) for k in range(5)]
-        history = [(k + 0.5) * CHAT_PER_KEY / 5 for k in range(5)]
-        ax.plot(history, by_fifth, "s-", label="chat: 1 KB appended to the history")
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
+    for label, shown, style in (("", runs, "-"), (" (before)", before, "--")):
+        if shown is None:
+            continue
+        sizes, rates = _memory_curve(shown)
+        if sizes:
+            ax.plot(sizes, rates, "o" + style, color="#4878a8", label="memory" + label)
+        history, by_fifth = _chat_curve(shown)
+        if history:
+            ax.plot(history, by_fifth, "s" + style, color="#c8702a", label="chat" + label)
     ax.set_xscale("log")
-    ax.set_xlabel("memory per key, KB (log; 0 drawn at 0.1)", fontsize=8)
+    ax.set_xlabel("short-term memory per key, KB (log; none drawn at 0.1)", fontsize=8)
     ax.set_ylabel("inputs/s", fontsize=8)
+    ax.set_title(
+        "memory: a counter bump beside untouched memory; chat: 1 KB appended to the history",
+        fontsize=8,
+    )
     ax.set_ylim(bottom=0)
     ax.tick_params(labelsize=7)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _memory_curve(runs: dict[str, list[dict[str, Any]]]) -> tuple[list[float], list[float]]:
+    sizes, rates = [], []
+    for size in MEMORY_SIZES:
+        done = [r["rate"] for r in runs.get(f"memory-{size // 1000}k", []) if "rate" in r]
+        if done:
+            sizes.append(max(size, 100) / 1000)
+            rates.append(statistics.median(done))
+    return sizes, rates
+
+
+def _chat_curve(runs: dict[str, list[dict[str, Any]]]) -> tuple[list[float], list[float]]:
+    chats = [r["rate_by_fifth"] for r in runs.get("chat", []) if "rate_by_fifth" in r]
+    if not chats:
+        return [], []
+    history = [(k + 0.5) * CHAT_PER_KEY / 5 for k in range(5)]
+    return history, [statistics.median(f[k] for f in chats) for k in range(5)]
+
+
+def main() -> None:
+    """``python -m benchmarks.state AFTER.json [BEFORE.json] OUT.png``: the plot from the
+    results of ``benchmarks.kafka`` runs (``BEFORE``: another build's, dashed)."""
+    import json
+    import sys
+    from pathlib import Path
+
+    *inputs, out = sys.argv[1:]
+    loaded = [json.loads(Path(name).read_text())["runs"] for name in inputs]
+    plot(loaded[0], out, loaded[1] if len(loaded) > 1 else None)
+
+
+if __name__ == "__main__":
+    main()

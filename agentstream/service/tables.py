@@ -6,14 +6,13 @@ length in 4 bytes; ``seq`` is 8 bytes big-endian)::
     b"k" + key (msgpack)            -> KeyRecord: seq, current and pending inputs, offset
     b"i" + K                        -> memory index: [value paths, object paths]
     b"m" + K + path                 -> one short-term memory value
-    b"r" + K + seq                  -> b"" (the input has action state: ``has_input``)
     b"r" + K + seq + action\\0event -> ActionState of one action run, written once
 
 An input's cost follows what it changes: the key record is small; the memory paths an
 input wrote (and only those) are written when it finishes, the index only when the set of
-paths changed; each action run is written once under its own key. Pruning an input
-deletes the keys this process wrote for it (a prefix scan only for an input recovered
-from the changelog and not seen since).
+paths changed; each action run is written once under its own key. The inputs with runs
+and their keys are listed in memory (one prefix scan of a partition after its
+assignment): ``has_input`` is a lookup, and pruning deletes the listed keys.
 
 Design note (one transition, several changelog records)::
 
@@ -243,6 +242,12 @@ def _legacy_input_key(key: Hashable, seq: int) -> bytes:
     return _LEGACY_ACTION + _key_bytes(key) + b"\0" + struct.pack(">Q", seq)
 
 
+class _Migrations:
+    """How many inputs' legacy action state moved (a listing made before is out of date)."""
+
+    moved = 0
+
+
 def _migrate_runs(store: ChangelogStore, partition: int, key: Hashable, seq: int) -> None:
     """Rewrite the version-1 action state of ``key``'s input ``seq`` one run per key (the
     records themselves are version-1 ActionState bytes, which decode as they are)."""
@@ -250,85 +255,102 @@ def _migrate_runs(store: ChangelogStore, partition: int, key: Hashable, seq: int
     raw = store.get(partition, legacy_key)
     if raw is None:
         return
-    marker = _input_key(key, seq)
-    store.put(partition, marker, b"")
+    prefix = _input_key(key, seq)
     for name, state in loads(raw).items():
-        store.put(partition, marker + name.encode(), state)
+        store.put(partition, prefix + name.encode(), state)
     store.delete(partition, legacy_key)
+    _Migrations.moved += 1
 
 
-def _parse_run_key(raw_key: bytes) -> tuple[Any, int, int]:
-    """(record key, seq, where the run's name starts) of a ``b"r"`` key."""
+def _parse_run_key(raw_key: bytes) -> tuple[Any, int]:
+    """(record key, seq) of a ``b"r"`` key."""
     (length,) = struct.unpack_from(">I", raw_key, 1)
     start = 5 + length
     (seq,) = struct.unpack_from(">Q", raw_key, start)
-    return loads(raw_key[5:start]), seq, start + 8
+    return loads(raw_key[5:start]), seq
 
 
 class ChangelogActionStateStore:
-    """:class:`ActionStateStore` over the changelogged store: one key per action run."""
+    """:class:`ActionStateStore` over the changelogged store: one key per action run.
+
+    Which inputs have runs, and their store keys, are listed in memory (``has_input`` is a
+    lookup, pruning deletes the listed keys); a partition's listing is read from the store
+    when the partition is first used after each assignment (one prefix scan, like the
+    garbage collection the worker runs then).
+    """
 
     def __init__(self, store: ChangelogStore):
         self._store = store
-        # (slot, seq) -> the store keys of the input's runs this process wrote (or found
-        # at assignment), so that pruning deletes them without a scan.
+        # (slot, seq) -> the store keys of the input's runs.
         self._inputs: dict[tuple[Any, int], set[bytes]] = {}
+        # partition -> (the recovery it was listed after, legacy migrations by then)
+        self._listed: dict[int, tuple[object, int]] = {}
+
+    def _list(self, partition: int) -> None:
+        """Make sure the partition's inputs with runs are listed (after its assignment)."""
+        listed = self._listed.get(partition)
+        if (
+            listed is not None
+            and listed[0] is self._store.last_recovery(partition)
+            and listed[1] == _Migrations.moved
+        ):
+            return
+        self._relist(partition, [])
+
+    def _relist(self, partition: int, found: list[tuple[Any, int, bytes]]) -> None:
+        """List the partition's inputs: ``found`` (slot key, seq, store key) if given, else
+        what a scan of the store finds."""
+        recovery, moved = self._store.last_recovery(partition), _Migrations.moved
+        for ident in [i for i in self._inputs if i[0][0] == partition]:
+            del self._inputs[ident]
+        if not found:
+            found = [
+                (*_parse_run_key(raw_key), raw_key)
+                for raw_key, _ in self._store.scan(partition, _RUN)
+            ]
+        for key, seq, raw_key in found:
+            self._inputs.setdefault(((partition, key), seq), set()).add(raw_key)
+        self._listed[partition] = (recovery, moved)
 
     def get(self, slot: Any, seq: int, action: str, event_id: str) -> ActionState | None:
         raw = self._store.get(slot[0], _input_key(slot[1], seq) + _run_name(action, event_id))
         return None if raw is None else decode_record(ActionState, raw)
 
     def has_input(self, slot: Any, seq: int) -> bool:
-        if (slot, seq) in self._inputs:
-            return True
-        return self._store.get(slot[0], _input_key(slot[1], seq)) is not None
+        self._list(slot[0])
+        return (slot, seq) in self._inputs
 
     def runs(self, slot: Any, seq: int) -> dict[tuple[str, str], ActionState]:
         """The recorded runs of one input, by (action, event id), for inspection."""
-        marker = _input_key(slot[1], seq)
+        prefix = _input_key(slot[1], seq)
         runs = {}
-        for raw_key, raw in self._store.scan(slot[0], marker):
-            if len(raw_key) > len(marker):
-                action, _, event_id = raw_key[len(marker) :].decode().partition("\0")
-                runs[(action, event_id)] = decode_record(ActionState, raw)
+        for raw_key, raw in self._store.scan(slot[0], prefix):
+            action, _, event_id = raw_key[len(prefix) :].decode().partition("\0")
+            runs[(action, event_id)] = decode_record(ActionState, raw)
         return runs
 
     def put(self, slot: Any, seq: int, action: str, event_id: str, state: ActionState) -> None:
         partition = slot[0]
-        marker = _input_key(slot[1], seq)
+        self._list(partition)
+        raw_key = _input_key(slot[1], seq) + _run_name(action, event_id)
         written = self._inputs.get((slot, seq))
         if written is None:
-            written = self._inputs[(slot, seq)] = set()
-            if self._store.get(partition, marker) is None:
-                self._store.put(partition, marker, b"")
-        raw_key = marker + _run_name(action, event_id)
-        written.add(raw_key)
+            self._inputs[(slot, seq)] = {raw_key}
+        else:
+            written.add(raw_key)
         self._store.put(partition, raw_key, encode_record(state))
 
     def prune(self, slot: Any, seq: int) -> None:
-        """Drop the action state of the key's input ``seq``.
-
-        The operator prunes every finished input, one by one, so older inputs are gone
-        already; the input's own keys are known (no scan) unless it was recovered.
-        """
+        """Drop the action state of the key's input ``seq`` (its listed keys: no scan)."""
         partition = slot[0]
-        marker = _input_key(slot[1], seq)
-        written = self._inputs.pop((slot, seq), None)
-        if written is None:
-            if self._store.get(partition, marker) is None:
-                return
-            doomed = [raw_key for raw_key, _ in self._store.scan(partition, marker)]
-        else:
-            doomed = [*written, marker]
-        for raw_key in doomed:
+        self._list(partition)
+        for raw_key in self._inputs.pop((slot, seq), ()):
             self._store.delete(partition, raw_key)
 
     def collect_garbage(self, partition: int, key_state: ChangelogKeyState) -> int:
         """Delete action state of inputs that finished but were never pruned (the worker
-        died between an input's end and the next commit), and list the runs of the inputs
-        still in flight for pruning. Returns how many store keys went."""
-        for ident in [i for i in self._inputs if i[0][0] == partition]:
-            del self._inputs[ident]
+        died between an input's end and the next commit), and list the inputs still in
+        flight. Returns how many store keys went."""
         records: dict[Any, KeyRecord | None] = {}
 
         def record_of(key: Any) -> KeyRecord | None:
@@ -348,20 +370,19 @@ class ChangelogActionStateStore:
             if not finished(record_of(key), seq):  # a legacy key not read yet
                 _migrate_runs(self._store, partition, key, seq)
             doomed.append(raw_key)
+        live = []
         for raw_key, _ in self._store.scan(partition, _RUN):
-            key, seq, name_at = _parse_run_key(raw_key)
+            key, seq = _parse_run_key(raw_key)
             if finished(record_of(key), seq):
                 doomed.append(raw_key)
-            elif len(raw_key) > name_at:
-                self._inputs.setdefault(((partition, key), seq), set()).add(raw_key)
+            else:
+                live.append((key, seq, raw_key))
         for raw_key in doomed:
             self._store.delete(partition, raw_key)
+        self._relist(partition, live)
         return len(doomed)
 
     def count(self, partition: int) -> int:
         """How many inputs have action state in ``partition``."""
-        return sum(
-            1
-            for raw_key, _ in self._store.scan(partition, _RUN)
-            if len(raw_key) == _parse_run_key(raw_key)[2]
-        )
+        self._list(partition)
+        return sum(1 for (slot, _) in self._inputs if slot[0] == partition)
