@@ -302,7 +302,7 @@ class Worker:
                 await self._commit()
         for txn in list(self._txns.values()):
             with contextlib.suppress(Exception):
-                await txn.stop(abort=True)
+                await txn.stop(abort=txn.dirty or txn.failed is not None)
         self._txns.clear()
         if self._consumer is not None:
             with contextlib.suppress(Exception):

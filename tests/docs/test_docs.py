@@ -210,7 +210,8 @@ def test_operations_lists_every_dead_letter_header() -> None:
 def test_operations_states_the_delivery_guarantee_and_its_limits() -> None:
     text = _read(DOCS / "operations.md")
     assert "at_least_once" in text and "exactly_once" in text
-    assert "not available yet" in text and "Standby replicas are not implemented" in text
+    assert "read_committed" in text and "Standby replicas are not implemented" in text
+    assert "refused" in text and "transactional" in text
 
 
 def test_glossary_defines_the_core_terms() -> None:
