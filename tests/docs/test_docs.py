@@ -316,6 +316,8 @@ def test_compose_topic_init_creates_every_topic_of_the_app() -> None:
     for name in (app.input_topic, app.internal_topic, app.changelog_topic, app.output_topic):
         assert created[name][0] == "$$PARTITIONS", name
     assert "cleanup.policy=compact" in created[app.changelog_topic][1]
+    # routed events carry old event times: stamped on append, retention cannot delete them
+    assert "message.timestamp.type=LogAppendTime" in created[app.internal_topic][1]
 
 
 def test_prometheus_scrapes_every_compose_worker() -> None:
@@ -483,6 +485,24 @@ def test_k8s_topics_match_the_app_and_the_partition_count() -> None:
     assert topics[app.changelog_topic]["spec"]["config"]["cleanup.policy"] == "compact"
     [sts] = _k8s("StatefulSet")
     assert sts["spec"]["replicas"] <= partitions, "replicas beyond the partitions idle"
+
+
+def test_k8s_topics_have_the_production_settings() -> None:
+    """Scenario: the KafkaTopics a production cluster gets.
+
+    We expect: 3 replicas and ``min.insync.replicas=2`` on every topic (an acked write
+    survives the loss of a broker; the workers produce with ``acks=all``), the workers'
+    own replication factor 3 for any topic they create, and the internal events topic
+    stamped on append (routed events carry their input's event time, and time-based
+    retention would delete a backfilled one before it is read, stalling its key)."""
+    app = _example_app()
+    topics = {t["metadata"]["name"]: t["spec"] for t in _k8s("KafkaTopic")}
+    for name, spec in topics.items():
+        assert spec["replicas"] == 3, name
+        assert spec["config"]["min.insync.replicas"] == "2", name
+    assert topics[app.internal_topic]["config"]["message.timestamp.type"] == "LogAppendTime"
+    [config_map] = _k8s("ConfigMap")
+    assert config_map["data"]["AGENTSTREAM_REPLICATION_FACTOR"] == "3"
 
 
 def test_k8s_monitoring_and_disruption_budget_select_the_workers() -> None:
