@@ -43,12 +43,13 @@ import contextlib
 import hashlib
 import logging
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
+from aiokafka.errors import InvalidSessionTimeoutError, KafkaError, ProducerFenced
 
 from agentstream.errors import BrokerError, ConfigurationError
 from agentstream.observability.eventlog import EventLogger, create_event_logger
@@ -83,6 +84,19 @@ from agentstream.state.changelog import ChangelogStore
 __all__ = ["HEADER_EVENT_ID", "HEADER_WATERMARK", "NO_WATERMARK", "DeadLettered", "Worker"]
 
 log = logging.getLogger(__name__)
+
+# How long a worker whose partition transaction was fenced waits for the rebalance that
+# moves the partition away (longer than a session) before it takes the partition back.
+_FENCED_WAIT_S = 30.0
+
+
+def _fenced(error: BaseException | None) -> bool:
+    """Whether ``error`` (or its cause) says another producer took the transactional id."""
+    while error is not None:
+        if isinstance(error, ProducerFenced):
+            return True
+        error = error.__cause__
+    return False
 
 
 def input_id(message: Any) -> str:
@@ -144,7 +158,10 @@ class Worker:
         self._txns: dict[int, PartitionTransaction] = {}
         self._committed: dict[TopicPartition, int] = {}  # offsets in the last transaction
         self._commit_lock = asyncio.Lock()
-        self._to_reset: set[int] = set()  # partitions whose transaction failed
+        self._to_reset: dict[int, BaseException] = {}  # partitions whose transaction failed
+        # Fenced partitions: another worker took them over; we wait for the rebalance that
+        # tells us so, and take them back only if it has not come by this (monotonic) time.
+        self._fenced: dict[int, float] = {}
         self.metrics = metrics or RuntimeMetrics()
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
@@ -324,7 +341,9 @@ class Worker:
         try:
             while not self.stopped.is_set():
                 await self.ready.wait()  # no records while partitions are being recovered
-                if self._to_reset:
+                if self._to_reset or (
+                    self._fenced and min(self._fenced.values()) <= time.monotonic()
+                ):
                     await self._reset()
                     continue
                 self._apply_backpressure()
@@ -486,7 +505,7 @@ class Worker:
                 log.warning("the transaction of partition %d failed (%r): resetting it", p, error)
             self._assigned -= failed.keys()
             await self.operator.cancel(lambda record: record.partition in failed)
-            self._to_reset |= failed.keys()
+            self._to_reset.update(failed)
 
     async def _commit_partition(
         self,
@@ -538,9 +557,21 @@ class Worker:
         """Partitions whose transaction failed: discard their uncommitted state; those still
         assigned to us are recovered and read again from their committed offsets."""
         assert self._consumer is not None
-        parts, self._to_reset = set(self._to_reset), set()
-        await self._forget(parts, abort=True)
-        owned = [tp for tp in self._consumer.assignment() if tp.partition in parts]
+        failures, self._to_reset = self._to_reset, {}
+        await self._forget(set(failures), abort=True)
+        now = time.monotonic()
+        for p, error in failures.items():
+            if _fenced(error):  # a new owner: the group is rebalancing without us
+                self._fenced[p] = now + _FENCED_WAIT_S
+                log.info("partition %d fenced by a new owner; waiting for the rebalance", p)
+        due = {p for p, deadline in self._fenced.items() if deadline <= now}
+        for p in due:
+            del self._fenced[p]
+        parts = (set(failures) - set(self._fenced)) | due
+        assignment = self._consumer.assignment()
+        self._consumer.pause(*[tp for tp in assignment if tp.partition in self._fenced])
+        owned = [tp for tp in assignment if tp.partition in parts]
+        self._consumer.resume(*owned)
         for tp in owned:
             with kafka_errors("read the committed offsets"):
                 committed = await self._consumer.committed(tp)
@@ -638,7 +669,9 @@ class Worker:
         await self.operator.cancel(lambda record: record.partition in parts)
         with contextlib.suppress(KafkaError, BrokerError):
             await self._commit()
-        self._to_reset -= parts
+        for p in parts:
+            self._to_reset.pop(p, None)
+            self._fenced.pop(p, None)
         await self._forget(parts, abort=True)
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -655,6 +688,8 @@ class Worker:
                 sorted(internal),
             )
         if self._exactly_once:
+            for p in parts:
+                self._fenced.pop(p, None)
             await self._start_transactions(parts)
         await self.store.assign(parts)
         self._assigned |= parts
