@@ -15,7 +15,7 @@ from typing import Final
 
 __all__ = ["ConcurrencyLimit"]
 
-_UNLIMITED: Final = 1 << 62
+_UNLIMITED: Final = 1 << 40  # "no cap"; within a tagged int of compiled code (1 << 62 is not)
 
 
 class ConcurrencyLimit:
