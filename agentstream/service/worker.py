@@ -469,33 +469,32 @@ class Worker:
                 return
             store = self.store
             failed: dict[int, BaseException] = {}
-            async with store.quiesced():  # no changelog record of ours in flight
-                await asyncio.gather(*(txn.close() for txn in txns.values()))
-                # The snapshot: positions, held writes and finished inputs of one instant
-                # (no await in between), all sends before it queued in the transactions.
-                finished = self.operator.finished_count
-                plans = []
-                for p, txn in txns.items():
-                    offsets = {
-                        tp: offset
-                        for tp, offset in self._positions.items()
-                        if tp.partition == p and self._committed.get(tp) != offset
-                    }
-                    entries = store.held(p)
-                    if txn.failed is not None:  # a send failed: it cannot commit
-                        failed[p] = txn.failed
-                    elif entries or offsets or txn.dirty:
-                        plans.append((p, txn, entries, offsets))
-                results = await asyncio.gather(
-                    *(self._commit_partition(*plan) for plan in plans), return_exceptions=True
-                )
-                for (p, txn, _, _), result in zip(plans, results, strict=True):
-                    if isinstance(result, BaseException):
-                        txn.fail(result)
-                        failed[p] = result
-                for txn in txns.values():
-                    if txn.failed is None:
-                        txn.open()
+            await asyncio.gather(*(txn.close() for txn in txns.values()))
+            # The snapshot: positions, held writes and finished inputs of one instant
+            # (no await in between), all sends before it queued in the transactions.
+            finished = self.operator.finished_count
+            plans = []
+            for p, txn in txns.items():
+                offsets = {
+                    tp: offset
+                    for tp, offset in self._positions.items()
+                    if tp.partition == p and self._committed.get(tp) != offset
+                }
+                entries = store.held(p)
+                if txn.failed is not None:  # a send failed: it cannot commit
+                    failed[p] = txn.failed
+                elif entries or offsets or txn.dirty:
+                    plans.append((p, txn, entries, offsets))
+            results = await asyncio.gather(
+                *(self._commit_partition(*plan) for plan in plans), return_exceptions=True
+            )
+            for (p, txn, _, _), result in zip(plans, results, strict=True):
+                if isinstance(result, BaseException):
+                    txn.fail(result)
+                    failed[p] = result
+            for txn in txns.values():
+                if txn.failed is None:
+                    txn.open()
             if not failed:
                 self.operator.prune(finished)
                 return
@@ -536,6 +535,11 @@ class Worker:
                     max_request_size=8 * 1024 * 1024,
                     **client_settings(s.embedded_broker, self._client, kind="producer"),
                     transactional_id=transactional_id(self.app.name, p),
+                    # Right after a commit the coordinator answers the next transaction's
+                    # first AddPartitionsToTxn with CONCURRENT_TRANSACTIONS until its
+                    # markers are written; aiokafka retries after this backoff (100 ms by
+                    # default), which every output of the new transaction waits for.
+                    retry_backoff_ms=20,
                 ),
             )
             with kafka_errors(f"start the transactional producer of partition {p}"):

@@ -39,19 +39,20 @@ Transactions (exactly-once; a store made with ``hold``)::
     put(key) ── hold(key)? ── no ──► pending: produced by flush() at once, as above
                    │ yes              (action state: durable outside any transaction)
                    ▼
-                held[p] ── commit_held(p, producer, commit), inside quiesced():
+                held[p] ── commit_held(p, producer, commit):
                    produce p's held records in the producer's open transaction
                    ──► commit() (the caller commits the transaction, with its offsets)
                    ──► apply them to RocksDB ──► applied offset := last acked offset of p
+                       (unless an immediate flush is under way: it moves it when done)
 
 - RocksDB never holds a held write before its transaction committed: an aborted
   transaction leaves no trace (recovery reads ``read_committed`` and skips it).
 - Records of two producers interleave in changelog[p], so the applied offset cannot move
-  with every flush: a committed transactional record below an acked immediate one may not
-  be applied yet. It moves only in :meth:`commit_held`, inside :meth:`quiesced`, where
-  nothing of the store is in flight and everything acked is applied; immediate flushes
-  apply their records without moving it. Recovery from an older offset re-applies records
-  in log order, which ends in the same state.
+  with every write: a transactional record below an acked immediate one may be committed
+  later. Records are applied as they are acked (immediate) or committed (held), but the
+  applied offset moves to p's last acked offset only when nothing of p is in flight: no
+  transaction of p between its first send and its commit, no immediate flush. Recovery
+  from an older offset re-applies records in log order, which ends in the same state.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,7 @@ class ChangelogStore:
         # With transactions: each partition's last acked changelog offset (immediate
         # flushes do not move the databases' applied offsets, commit_held does).
         self._acked: dict[int, int] | None = None if hold is None else {}
+        self._in_txn: set[int] = set()  # partitions with transactional records in flight
         self._durable_version = 0  # every write up to this version is flushed
         self._flush_task: asyncio.Task[None] | None = None
         self._recoveries: dict[int, RecoveryStats] = {}
@@ -398,6 +400,9 @@ class ChangelogStore:
                     self._pending, self._producer, self._topic, self._dbs, self._acked
                 )
                 self._durable_version = max(self._durable_version, covered)
+                if self._acked is not None:
+                    for partition in list(self._acked):
+                        self._advance(partition, flushing=True)
                 return
             except AgentStreamError as exc:
                 self._fail(exc)
@@ -416,19 +421,6 @@ class ChangelogStore:
 
     # -- transactions ------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def quiesced(self) -> AsyncIterator[None]:
-        """Hold the flusher: inside, every immediate write made before entry is acked and
-        applied, and no changelog record of this store is in flight (flushes wait).
-
-        Raises:
-            BrokerError, StateStoreError: as :meth:`flush`.
-        """
-        async with self._flush_lock:
-            if self._pending.last_version > self._durable_version:
-                await self._flush_locked()
-            yield
-
     def held(self, partition: int) -> list[Entry]:
         """A snapshot of ``partition``'s held writes (each key's last), for :meth:`commit_held`."""
         return self._held.partition_snapshot(partition)
@@ -442,36 +434,46 @@ class ChangelogStore:
     ) -> None:
         """Produce ``entries`` (from :meth:`held`) to ``partition`` of the changelog with
         ``producer``, inside its open transaction; await ``commit``, which commits that
-        transaction; then apply them to RocksDB and move the applied offset to the last
-        acked one. Call inside :meth:`quiesced`.
+        transaction; then apply them to RocksDB (and move the applied offset, see the
+        design note).
 
-        On an error the entries stay held and RocksDB untouched; the caller aborts the
-        transaction and discards the partition (:meth:`revoke`): its state is the
-        committed changelog.
+        On an error the entries stay held, RocksDB is untouched and the applied offset
+        stops moving; the caller aborts the transaction and discards the partition
+        (:meth:`drop_held`, :meth:`revoke`): its state is the committed changelog.
         """
+        assert self._acked is not None, "a store without hold has no transactions"
+        if entries:
+            self._in_txn.add(partition)
         futures = [
             await producer.send(self._topic, value, key=key, partition=partition)
             for key, _, value in entries
         ]
         results = await asyncio.gather(*futures)
         await commit()
-        assert self._acked is not None, "a store without hold has no transactions"
-        last = max([self._acked.get(partition, -1), *(r.offset for r in results)])
         db = self._dbs.get(partition)
-        if db is None:  # revoked meanwhile: committed, its next owner reads it
+        if db is None or not entries:  # revoked meanwhile: its next owner reads it
             return
-        if last >= 0 and (db.offset is None or last > db.offset):
-            self._acked[partition] = last
-            try:
-                db.write(((key, value) for key, _, value in entries), last)
-            except Exception as exc:
-                raise self._fail(
-                    StateStoreError(f"applying changelog {self._topic}[{partition}] failed: {exc}")
-                ) from exc
-        elif entries:
+        last = max(r.offset for r in results)
+        self._acked[partition] = max(self._acked.get(partition, -1), last)
+        try:
             db.write(((key, value) for key, _, value in entries), None)
-        if entries:
-            self._held.settle(partition, entries)
+        except Exception as exc:
+            raise self._fail(
+                StateStoreError(f"applying changelog {self._topic}[{partition}] failed: {exc}")
+            ) from exc
+        self._held.settle(partition, entries)
+        self._in_txn.discard(partition)
+        self._advance(partition, flushing=False)
+
+    def _advance(self, partition: int, *, flushing: bool) -> None:
+        """Move ``partition``'s applied offset to its last acked one if nothing of it is in
+        flight (``flushing``: called by the flush holding the lock, at its end)."""
+        if partition in self._in_txn or (self._flush_lock.locked() and not flushing):
+            return
+        assert self._acked is not None
+        last, db = self._acked.get(partition), self._dbs.get(partition)
+        if last is not None and db is not None and (db.offset is None or last > db.offset):
+            db.write((), last)
 
     def drop_held(self, partitions: Iterable[int]) -> int:
         """Discard the held writes of ``partitions`` (their transaction aborted or never
@@ -479,6 +481,7 @@ class ChangelogStore:
         dropped = 0
         for partition in partitions:
             dropped += self._held.drop(partition)
+            self._in_txn.discard(partition)
             if self._acked is not None:
                 self._acked.pop(partition, None)
         return dropped

@@ -57,22 +57,23 @@ async def test_held_writes_apply_after_commit_and_vanish_when_aborted(
         db = store._dbs[0].db  # the database itself: what is applied
         assert db.get(b"r-run") == b"done" and db.get(b"k-key") is None
 
-        async with store.quiesced():
-            entries = store.held(0)
-            await store.commit_held(0, entries, producer, producer.commit_transaction)
+        await store.commit_held(0, store.held(0), producer, producer.commit_transaction)
         assert db.get(b"k-key") == b"v1" and not store.held(0)
+        applied = store._dbs[0].offset
+        assert applied is not None and applied >= 1, "the applied offset did not move"
 
         await producer.begin_transaction()
         store.put(0, b"k-key", b"aborted")
-        async with store.quiesced():
-            entries = store.held(0)
 
-            async def abort() -> None:
-                await producer.abort_transaction()
-                raise RuntimeError("the transaction aborted")
+        async def abort() -> None:
+            await producer.abort_transaction()
+            raise RuntimeError("the transaction aborted")
 
-            with pytest.raises(RuntimeError):
-                await store.commit_held(0, entries, producer, abort)
+        with pytest.raises(RuntimeError):
+            await store.commit_held(0, store.held(0), producer, abort)
+        store.put(0, b"r-later", b"x")
+        await store.flush()  # an immediate flush after it: the applied offset stays
+        assert store._dbs[0].offset == applied
         assert db.get(b"k-key") == b"v1", "an aborted write reached RocksDB"
         assert store.get(0, b"k-key") == b"aborted"  # still held: the caller resets
     finally:
