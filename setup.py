@@ -26,6 +26,7 @@ COMPILED = [
     "agentstream/runtime/operator.py",
     "agentstream/runtime/eventtime.py",
     "agentstream/runtime/records.py",
+    "agentstream/runtime/sending.py",
     "agentstream/runtime/step.py",
     "agentstream/serde.py",
     "agentstream/testing/_runner.py",
