@@ -549,11 +549,12 @@ class Worker:
         await asyncio.gather(*(start(p) for p in sorted(parts) if p not in self._txns))
 
     async def _stop_transactions(self, parts: set[int], abort: bool) -> None:
-        for p in sorted(parts):
-            txn = self._txns.pop(p, None)
-            if txn is not None:
-                with contextlib.suppress(Exception):
-                    await txn.stop(abort=(abort and txn.dirty) or txn.failed is not None)
+        async with self._commit_lock:  # never while a commit uses them
+            for p in sorted(parts):
+                txn = self._txns.pop(p, None)
+                if txn is not None:
+                    with contextlib.suppress(Exception):
+                        await txn.stop(abort=(abort and txn.dirty) or txn.failed is not None)
         for tp in [tp for tp in self._committed if tp.partition in parts]:
             del self._committed[tp]
 
@@ -692,8 +693,9 @@ class Worker:
                 sorted(internal),
             )
         if self._exactly_once:
-            for p in parts:
+            for p in parts:  # a failure of an earlier ownership is no concern of this one
                 self._fenced.pop(p, None)
+                self._to_reset.pop(p, None)
             await self._start_transactions(parts)
         await self.store.assign(parts)
         self._assigned |= parts
