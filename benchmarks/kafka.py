@@ -38,7 +38,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agentstream.service.broker import EmbeddedBroker, ensure_topics
 from benchmarks import report, state
-from benchmarks._common import KEYS, PARTITIONS, encode, key_of, percentile, value_of
+from benchmarks._common import (
+    KEYS,
+    PARTITIONS,
+    cpu_seconds,
+    encode,
+    key_of,
+    percentile,
+    value_of,
+)
 from benchmarks._pipelines import (
     INPUT,
     OUTPUT,
@@ -77,8 +85,8 @@ KAFKA_NAMES = ("raw", "faust", "one", "three", "llm", "latency", "restart")
 """What ``--broker kafka`` runs without ``--only``."""
 GUARANTEES = ("at_least_once", "exactly_once")
 EOS = "exactly_once"
-EOS_FIGURES = {"one": "one-eos", "three": "three-eos", "llm": "llm-eos"}
-"""Each workload's figure under exactly-once (``latency-one-eos``, ``restart-eos`` too)."""
+_broker_pid: int | None = None
+"""The process of the real Kafka of the run under way (its CPU is measured too)."""
 NAMES = (
     "raw", "faust", "one", "three", "llm", "latency", "restart", "rss", "local",
     "memory", "chat", "steps",
@@ -175,12 +183,15 @@ async def fresh_broker() -> AsyncIterator[tuple[str, Path]]:
         if BROKER == "kafka":
             from tools.kafka import KafkaCluster
 
+            global _broker_pid
             cluster = KafkaCluster(data_dir=Path(tmp) / "kafka")
             await asyncio.to_thread(cluster.start)
+            _broker_pid = cluster.nodes[0].proc.pid if cluster.nodes[0].proc else None
             try:
                 await ensure_topics(cluster.bootstrap, {INPUT: PARTITIONS, OUTPUT: PARTITIONS})
                 yield cluster.bootstrap, Path(tmp)
             finally:
+                _broker_pid = None
                 await asyncio.to_thread(cluster.stop, 2.0)
             return
         with EmbeddedBroker() as broker:
@@ -281,19 +292,26 @@ async def throughput(kind: str, records: int, keys: int = KEYS, **kw: Any) -> di
         pipeline = await start_loaded(kind, bootstrap, workdir, out, records, keys, **kw)
         try:
             first: dict[str, float] = {}
-            await out.wait_for(
-                records,
-                f"{records} outputs of {kind}",
-                pipeline,
-                on_first=lambda: first.update(cpu=pipeline.cpu_s()),
-            )
+            broker = _broker_pid
+
+            def on_first() -> None:
+                first.update(cpu=pipeline.cpu_s())
+                if broker is not None:
+                    first.update(broker=cpu_seconds(broker))
+
+            await out.wait_for(records, f"{records} outputs of {kind}", pipeline, on_first=on_first)
             cpu = pipeline.cpu_s() - first["cpu"]
+            broker_cpu = cpu_seconds(broker) - first["broker"] if broker is not None else None
             rss = pipeline.peak_rss_mib()
         finally:
             pipeline.stop()
     t_first, t_last = out.times[0], out.times[-1]
     counted = records - out.first_poll
+    broker_figures = (  # the real Kafka's CPU over the same interval
+        {} if broker_cpu is None else {"broker_cpu_us_per_record": broker_cpu / counted * 1e6}
+    )
     return {
+        **broker_figures,
         "records": records,
         "keys": keys,
         "seconds": t_last - t_first,
