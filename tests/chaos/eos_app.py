@@ -1,10 +1,12 @@
 """The agent of the exactly-once chaos tests, run in real worker processes (configured by
 environment like tests/e2e_app.py).
 
-Every input makes one durable call, which returns a fresh nonce and appends
-``call KEY VALUE NONCE START END`` (wall times) to ``$E2E_DIR/effects``; the output carries
-the nonce and the key's count of inputs so far (short-term memory), so a test can tell a
-duplicate output, a lost one, a count applied twice and a completed call run again.
+``E2E_AGENT`` picks the agent. ``counter`` (the default): every input makes one durable
+call, which returns a fresh nonce and appends ``call KEY VALUE NONCE START END`` (wall
+times) to ``$E2E_DIR/effects``; the output carries the nonce and the key's count of inputs
+so far (short-term memory), so a test can tell a duplicate output, a lost one, a count
+applied twice and a completed call run again. ``two-outputs``: an output, then a hop to
+an action held at ``$E2E_DIR/gate`` that sends a second output.
 """
 
 from __future__ import annotations
@@ -50,9 +52,28 @@ class Counter(Agent):
         )
 
 
+class TwoOutputs(Agent):
+    """An output, then a hop to an action held at ``$E2E_DIR/gate`` before the second."""
+
+    @action(InputEvent)
+    def first(event: InputEvent, ctx: RunnerContext) -> None:
+        ctx.send_event(OutputEvent(output={"value": event.input, "part": 1}))
+        ctx.send_event(Step(value=event.input, nonce=""))
+
+    @action(Step)
+    async def second(event: Step, ctx: RunnerContext) -> None:
+        with open(DIR / "effects", "a") as f:
+            f.write(f"wait {ctx.key} {event.value}\n")
+        while not (DIR / "gate").exists():
+            await asyncio.sleep(0.02)
+        ctx.send_event(OutputEvent(output={"value": event.value, "part": 2}))
+
+
+AGENTS = {"counter": Counter, "two-outputs": TwoOutputs}
+
 app = AgentApp(
     os.environ.get("E2E_APP", "eos"),
-    agent=Counter(),
+    agent=AGENTS[os.environ.get("E2E_AGENT", "counter")](),
     input_topic=os.environ.get("E2E_IN", "eos-in"),
     output_topic=os.environ.get("E2E_OUT", "eos-out"),
     partitions=4,

@@ -168,6 +168,42 @@ async def test_zombie_paused_past_its_session_cannot_commit(eos: Cluster) -> Non
     assert_exactly_once(records, INPUTS, eos.directory, eos.kills)
 
 
+async def test_outputs_committed_before_a_crash_are_not_sent_again(eos: Cluster) -> None:
+    """Scenario: each of 8 keys gets an input whose first action emits an output and routes
+    an event to a second action, held at a gate; the first output and the routed event
+    commit (the second action is waiting, so the input is still in flight); the worker is
+    SIGKILLed and restarted; its resumed inputs replay the first action, which re-sends
+    its output; then the gate opens.
+    We expect: a read_committed consumer sees each input's first output once (the replay's
+    copy is skipped: the committed state records it as sent) and its second output once."""
+    env = eos.env
+    keys = KEYS[:8]
+    await ensure_topics(eos.bootstrap, {env["E2E_IN"]: 4, env["E2E_OUT"]: 4})
+    worker = await eos.start("a", E2E_AGENT="two-outputs").ready()
+    await produce(eos.bootstrap, env["E2E_IN"], [(k, "x") for k in keys])
+
+    def waiting(n: int) -> Callable[[], bool]:
+        def check() -> bool:
+            path = eos.directory / "effects"
+            lines = path.read_text().splitlines() if path.exists() else []
+            return sum(line.startswith("wait ") for line in lines) >= n
+
+        return check
+
+    async with Topic(eos.bootstrap, env["E2E_OUT"], "read_committed") as out:
+        await wait_until(waiting(len(keys)), 60, "every key's second action held")
+        await out.wait_for(len(keys), 30, "the first outputs, committed")
+        eos.kill(worker)
+        worker = await eos.start("a", E2E_AGENT="two-outputs").ready()
+        await wait_until(waiting(2 * len(keys)), 60, "the resumed inputs held again")
+        (eos.directory / "gate").touch()
+        await out.wait_for(2 * len(keys), 60, "the second outputs")
+        records = await _drain(out)
+    parts = [(k, v["part"]) for k, v, _ in decoded(records)]
+    assert sorted(parts) == sorted((k, part) for k in keys for part in (1, 2)), parts
+    assert worker.metric("agentstream_actions_replayed_total", action="first") >= len(keys)
+
+
 async def _stream_through_leader_loss(
     cluster_bootstrap: str, directory: Path, name: str, guarantee: str, kill_leader: Any
 ) -> tuple[list[Any], WorkerProcess, list[float]]:
