@@ -31,17 +31,26 @@ of each key's current input were sent, and those are skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any, Final
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from agentstream.errors import BrokerError
 from agentstream.serde import dumps, loads
+from agentstream.service.kafka_errors import kafka_errors
 from agentstream.state.changelog import ChangelogStore
 
-__all__ = ["EmittedOutputs", "PartitionLost", "PartitionTransaction", "held", "transactional_id"]
+__all__ = [
+    "EmittedOutputs",
+    "PartitionLost",
+    "PartitionTransaction",
+    "Transactions",
+    "held",
+    "transactional_id",
+]
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +173,112 @@ class PartitionTransaction:
             except Exception as exc:  # fenced, or the broker is gone: its next owner aborts
                 log.info("aborting the transaction of partition %d: %r", self.partition, exc)
         await self.producer.stop()
+
+
+class Transactions:
+    """The worker's partition transactions: started on assignment, committed together,
+    stopped on revocation; called with a partition, returns its open transaction.
+
+    Args:
+        group_id: the consumer group whose offsets commit in the transactions.
+        make_producer: makes the (not started) producer of a transactional id.
+    """
+
+    def __init__(self, group_id: str, make_producer: Callable[[str], AIOKafkaProducer]):
+        self._group_id = group_id
+        self._make_producer = make_producer
+        self._txns: dict[int, PartitionTransaction] = {}
+        self._committed: dict[TopicPartition, int] = {}  # offsets in the last transaction
+        self._lock = asyncio.Lock()  # one commit at a time, never beside a stop
+
+    def __call__(self, partition: int) -> PartitionTransaction:
+        txn = self._txns.get(partition)
+        if txn is None:
+            raise BrokerError(f"input partition {partition} is not assigned to this worker")
+        return txn
+
+    async def start(self, partitions: Iterable[int]) -> None:
+        """A transactional producer per partition: initialising its id fences the
+        partition's previous owner and aborts its open transaction (so start it before
+        the changelog is read)."""
+
+        async def start(p: int) -> None:
+            txn = PartitionTransaction(p, self._make_producer(transactional_id(self._group_id, p)))
+            with kafka_errors(f"start the transactional producer of partition {p}"):
+                await txn.start()
+            self._txns[p] = txn
+
+        await asyncio.gather(*(start(p) for p in sorted(set(partitions)) if p not in self._txns))
+
+    async def stop(self, partitions: Iterable[int] | None, abort: bool) -> None:
+        """Stop the producers of ``partitions`` (None: all); ``abort`` their open
+        transactions if anything was sent in them (a failed one always is)."""
+        async with self._lock:
+            parts = set(self._txns) if partitions is None else set(partitions)
+            for p in sorted(parts):
+                txn = self._txns.pop(p, None)
+                if txn is not None:
+                    with contextlib.suppress(Exception):
+                        await txn.stop(abort=(abort and txn.dirty) or txn.failed is not None)
+            for tp in [tp for tp in self._committed if tp.partition in parts]:
+                del self._committed[tp]
+
+    async def commit(
+        self,
+        store: ChangelogStore,
+        positions: Callable[[], Mapping[TopicPartition, int]],
+        snapshot: Callable[[], None],
+    ) -> dict[int, BaseException]:
+        """Commit every partition's transaction: what was sent in it, its held key-state
+        writes and its consumer positions (``positions()``, read at the snapshot).
+        ``snapshot`` is called at the instant the
+        positions and held writes are taken (for what else must be of that instant).
+
+        Returns:
+            The partitions whose transaction failed (their gates stay shut), and why.
+        """
+        async with self._lock:
+            txns = dict(self._txns)
+            failed: dict[int, BaseException] = {}
+            if not txns:
+                return failed
+            await asyncio.gather(*(txn.close() for txn in txns.values()))
+            # The snapshot: no await from here until every partition's is taken; every
+            # send before it is queued in its transaction.
+            snapshot()
+            now = positions()
+            plans = []
+            for p, txn in txns.items():
+                offsets = {
+                    tp: offset
+                    for tp, offset in now.items()
+                    if tp.partition == p and self._committed.get(tp) != offset
+                }
+                entries = store.held(p)
+                if txn.failed is not None:  # a send failed: it cannot commit
+                    failed[p] = txn.failed
+                elif entries or offsets or txn.dirty:
+                    plans.append((p, txn, entries, offsets))
+
+            async def commit(p: int, txn: PartitionTransaction, entries: Any, offsets: Any) -> None:
+                async def end() -> None:
+                    await txn.commit(offsets, self._group_id)
+
+                with kafka_errors(f"commit the transaction of partition {p}"):
+                    await store.commit_held(p, entries, txn.producer, end)
+                self._committed.update(offsets)
+
+            results = await asyncio.gather(
+                *(commit(*plan) for plan in plans), return_exceptions=True
+            )
+            for (p, txn, _, _), result in zip(plans, results, strict=True):
+                if isinstance(result, BaseException):
+                    txn.fail(result)
+                    failed[p] = result
+            for txn in txns.values():
+                if txn.failed is None:
+                    txn.open()
+            return failed
 
 
 class EmittedOutputs:

@@ -74,9 +74,8 @@ from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeySt
 from agentstream.service.transactions import (
     EmittedOutputs,
     PartitionLost,
-    PartitionTransaction,
+    Transactions,
     held,
-    transactional_id,
 )
 from agentstream.service.watch import BrokerWatch, KeySpread
 from agentstream.state.changelog import ChangelogStore
@@ -155,9 +154,7 @@ class Worker:
                 "broker does not support; use at_least_once (the default) or a real Kafka"
             )
         self._exactly_once = settings.processing_guarantee == "exactly_once"
-        self._txns: dict[int, PartitionTransaction] = {}
-        self._committed: dict[TopicPartition, int] = {}  # offsets in the last transaction
-        self._commit_lock = asyncio.Lock()
+        self._transactions: Transactions | None = None
         self._to_reset: dict[int, BaseException] = {}  # partitions whose transaction failed
         # Fenced partitions: another worker took them over; we wait for the rebalance that
         # tells us so, and take them back only if it has not come by this (monotonic) time.
@@ -225,6 +222,8 @@ class Worker:
         if app.event_log is not None:
             self._event_logger = create_event_logger(app.event_log)
             self._event_logger.open()
+        if self._exactly_once:
+            self._transactions = Transactions(app.name, self._transactional_producer)
         self._output = output = KafkaOutput(
             app,
             self._producer,
@@ -233,7 +232,7 @@ class Worker:
             self.metrics,
             self._event_logger,
             self._fail,
-            self._transaction if self._exactly_once else None,
+            self._transactions,
             EmittedOutputs(self._store) if self._exactly_once else None,
         )
         self._operator = Operator(
@@ -317,10 +316,8 @@ class Worker:
         with contextlib.suppress(Exception):
             if self._consumer is not None and self._store is not None:
                 await self._commit()
-        for txn in list(self._txns.values()):
-            with contextlib.suppress(Exception):
-                await txn.stop(abort=txn.dirty or txn.failed is not None)
-        self._txns.clear()
+        if self._transactions is not None:
+            await self._transactions.stop(None, abort=True)
         if self._consumer is not None:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
@@ -453,110 +450,41 @@ class Worker:
                 await self._consumer.commit(offsets)
         self.operator.prune(finished)
 
-    def _transaction(self, partition: int) -> PartitionTransaction:
-        """The open transaction of input ``partition`` (exactly-once)."""
-        txn = self._txns.get(partition)
-        if txn is None:
-            raise BrokerError(f"input partition {partition} is not assigned to this worker")
-        return txn
-
     async def _commit_transactions(self) -> None:
-        """Commit every owned partition's transaction: its outputs, routed events and dead
-        letters (sent already), its held key-state writes and its consumer offsets."""
-        async with self._commit_lock:
-            txns = dict(self._txns)
-            if not txns:
-                return
-            store = self.store
-            failed: dict[int, BaseException] = {}
-            await asyncio.gather(*(txn.close() for txn in txns.values()))
-            # The snapshot: positions, held writes and finished inputs of one instant
-            # (no await in between), all sends before it queued in the transactions.
+        """Commit every owned partition's transaction (exactly-once); reset the failed."""
+        assert self._transactions is not None
+        finished = 0
+
+        def snapshot() -> None:  # the inputs finished as of the transactions' snapshot
+            nonlocal finished
             finished = self.operator.finished_count
-            plans = []
-            for p, txn in txns.items():
-                offsets = {
-                    tp: offset
-                    for tp, offset in self._positions.items()
-                    if tp.partition == p and self._committed.get(tp) != offset
-                }
-                entries = store.held(p)
-                if txn.failed is not None:  # a send failed: it cannot commit
-                    failed[p] = txn.failed
-                elif entries or offsets or txn.dirty:
-                    plans.append((p, txn, entries, offsets))
-            results = await asyncio.gather(
-                *(self._commit_partition(*plan) for plan in plans), return_exceptions=True
-            )
-            for (p, txn, _, _), result in zip(plans, results, strict=True):
-                if isinstance(result, BaseException):
-                    txn.fail(result)
-                    failed[p] = result
-            for txn in txns.values():
-                if txn.failed is None:
-                    txn.open()
-            if not failed:
-                self.operator.prune(finished)
-                return
-            # Their state is the committed changelog again; their action state stays.
-            self.operator.forget_finished(lambda slot: slot[0] in failed)  # type: ignore[index]
-            for p, error in sorted(failed.items()):
-                log.warning("the transaction of partition %d failed (%r): resetting it", p, error)
-            self._assigned -= failed.keys()
-            await self.operator.cancel(lambda record: record.partition in failed)
-            self._to_reset.update(failed)
 
-    async def _commit_partition(
-        self,
-        partition: int,
-        txn: PartitionTransaction,
-        entries: list[Any],
-        offsets: dict[TopicPartition, int],
-    ) -> None:
-        async def commit() -> None:
-            await txn.commit(offsets, self.app.name)
+        failed = await self._transactions.commit(self.store, lambda: self._positions, snapshot)
+        if not failed:
+            self.operator.prune(finished)
+            return
+        # Their state is the committed changelog again; their action state stays.
+        self.operator.forget_finished(lambda slot: slot[0] in failed)  # type: ignore[index]
+        for p, error in sorted(failed.items()):
+            log.warning("the transaction of partition %d failed (%r): resetting it", p, error)
+        self._assigned -= failed.keys()
+        await self.operator.cancel(lambda record: record.partition in failed)
+        self._to_reset.update(failed)
 
-        with kafka_errors("commit a transaction", topic=self.app.input_topic):
-            await self.store.commit_held(partition, entries, txn.producer, commit)
-        self._committed.update(offsets)
-
-    async def _start_transactions(self, parts: set[int]) -> None:
-        """A transactional producer per partition (fencing the partition's zombie owner and
-        aborting its open transaction, before the changelog is read)."""
-        s = self.settings
-
-        async def start(p: int) -> None:
-            txn = PartitionTransaction(
-                p,
-                AIOKafkaProducer(
-                    bootstrap_servers=self._bootstrap,
-                    acks="all",
-                    linger_ms=1,
-                    max_request_size=8 * 1024 * 1024,
-                    **client_settings(s.embedded_broker, self._client, kind="producer"),
-                    transactional_id=transactional_id(self.app.name, p),
-                    # Right after a commit the coordinator answers the next transaction's
-                    # first AddPartitionsToTxn with CONCURRENT_TRANSACTIONS until its
-                    # markers are written; aiokafka retries after this backoff (100 ms by
-                    # default), which every output of the new transaction waits for.
-                    retry_backoff_ms=20,
-                ),
-            )
-            with kafka_errors(f"start the transactional producer of partition {p}"):
-                await txn.start()
-            self._txns[p] = txn
-
-        await asyncio.gather(*(start(p) for p in sorted(parts) if p not in self._txns))
-
-    async def _stop_transactions(self, parts: set[int], abort: bool) -> None:
-        async with self._commit_lock:  # never while a commit uses them
-            for p in sorted(parts):
-                txn = self._txns.pop(p, None)
-                if txn is not None:
-                    with contextlib.suppress(Exception):
-                        await txn.stop(abort=(abort and txn.dirty) or txn.failed is not None)
-        for tp in [tp for tp in self._committed if tp.partition in parts]:
-            del self._committed[tp]
+    def _transactional_producer(self, txn_id: str) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            bootstrap_servers=self._bootstrap,
+            acks="all",
+            linger_ms=1,
+            max_request_size=8 * 1024 * 1024,
+            **client_settings(self.settings.embedded_broker, self._client, kind="producer"),
+            transactional_id=txn_id,
+            # Right after a commit the coordinator answers the next transaction's first
+            # AddPartitionsToTxn with CONCURRENT_TRANSACTIONS until its markers are
+            # written; aiokafka retries after this backoff (100 ms by default), which
+            # every output of the new transaction would wait for.
+            retry_backoff_ms=20,
+        )
 
     async def _reset(self) -> None:
         """Partitions whose transaction failed: discard their uncommitted state; those still
@@ -593,7 +521,8 @@ class Worker:
         if self._exactly_once:
             self.operator.forget_finished(lambda slot: slot[0] in parts)  # type: ignore[index]
             self.store.drop_held(parts)
-            await self._stop_transactions(parts, abort)
+            assert self._transactions is not None
+            await self._transactions.stop(parts, abort)
         await self.store.revoke(parts)
         for p in parts:
             self.operator.event_time.forget(p)
@@ -696,7 +625,8 @@ class Worker:
             for p in parts:  # a failure of an earlier ownership is no concern of this one
                 self._fenced.pop(p, None)
                 self._to_reset.pop(p, None)
-            await self._start_transactions(parts)
+            assert self._transactions is not None
+            await self._transactions.start(parts)
         await self.store.assign(parts)
         self._assigned |= parts
         self._paused = False  # a new assignment starts unpaused
