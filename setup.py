@@ -20,6 +20,7 @@ COMPILED = [
     "agentstream/runtime/action_state.py",
     "agentstream/runtime/context.py",
     "agentstream/runtime/counts.py",
+    "agentstream/runtime/keyloop.py",
     "agentstream/runtime/keyrun.py",
     "agentstream/runtime/limit.py",
     "agentstream/runtime/memory.py",
