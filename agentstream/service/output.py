@@ -202,7 +202,9 @@ class KafkaOutput:
         if self._fail:
             log.error("stopping (error_policy=fail): %s", error, exc_info=error)
             self._stop(error)
-            raise error
+            # The key's runner ends here, quietly: the error is logged (once) and the worker
+            # stops with it; a restart processes the input again.
+            raise asyncio.CancelledError
         try:
             original = self._in_codec.encode(record.value) if record.value is not None else None
         except Exception:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable
@@ -378,3 +379,32 @@ async def test_hot_key_with_a_long_backlog(broker: Broker, make_app: AppFactory)
     async with running(app), Topic(broker.bootstrap, app.output_topic) as out:
         records = await out.wait_for(1500, 90, "outputs of the hot key")
     assert [v for _, v, _ in decoded(records)] == list(range(1, 1501))
+
+
+async def test_error_policy_fail_stops_the_worker_with_the_error_logged_once(
+    broker: Broker, make_app: AppFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Scenario: error_policy=fail and an action that raises on its input.
+    We expect: the worker stops with the ActionExecutionError (its cause the user's
+    exception), nothing is dead-lettered, and the user's traceback is logged exactly once."""
+    from agentstream import ActionExecutionError
+
+    app = make_app(Breaking(), error_policy="fail")
+    worker = Worker(app)
+    await worker.start()
+    try:
+        await asyncio.wait_for(worker.ready.wait(), 60)
+        await produce(broker.bootstrap, app.input_topic, [("b", "boom")])
+        await wait_until(lambda: worker.stopped.is_set(), 60, "the worker to stop")
+    finally:
+        await worker.stop()
+    assert isinstance(worker.error, ActionExecutionError)
+    assert isinstance(worker.error.__cause__, ValueError)
+    assert worker.metrics.registry.get_sample_value("agentstream_dead_letters_total") is None
+
+    def shows_the_users_error(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is not None and "exploded on purpose" in f"{exc} {exc.__cause__}"
+
+    logged = [r for r in caplog.records if shows_the_users_error(r)]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
