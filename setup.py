@@ -18,6 +18,7 @@ COMPILED = [
     "agentstream/api/ids.py",
     "agentstream/observability/histogram.py",
     "agentstream/runtime/action_state.py",
+    "agentstream/runtime/codec.py",
     "agentstream/runtime/context.py",
     "agentstream/runtime/counts.py",
     "agentstream/runtime/keyloop.py",

@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from agentstream.errors import BrokerError, ConfigurationError
+from agentstream.service.settings import mask_url
 
 __all__ = [
     "EMBEDDED_BROKER_CLIENT_SETTINGS",
@@ -37,6 +38,7 @@ __all__ = [
     "client_settings",
     "ensure_topics",
     "is_embedded_broker",
+    "session_refused",
     "wait_for_broker",
 ]
 
@@ -323,6 +325,22 @@ async def _wait_for_topic_metadata(
                 f"the metadata of topics {sorted(missing)} did not appear within {timeout_s} s"
             )
         await asyncio.sleep(0.02)
+
+
+def session_refused(embedded: bool, broker: str) -> str:
+    """Why the broker refused the consumer group's session timeout, and what to do."""
+    if embedded:
+        return (
+            f"the broker at {mask_url(broker)} refused the embedded development broker's 2 s "
+            "consumer session (a real Kafka requires at least group.min.session.timeout.ms, "
+            "6 s by default): it is not the embedded broker, so drop --embedded-broker "
+            "(AGENTSTREAM_EMBEDDED_BROKER) or pass --real-broker"
+        )
+    return (
+        f"the broker at {mask_url(broker)} refused the consumer session timeout "
+        "(InvalidSessionTimeoutError): check its group.min.session.timeout.ms and "
+        "group.max.session.timeout.ms"
+    )
 
 
 def __getattr__(name: str) -> Any:

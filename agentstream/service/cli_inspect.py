@@ -113,8 +113,8 @@ def _dead_letter_options(fn: Any) -> Any:
 def _read_dead_letters(
     app_spec: str, key: str | None, since: str | None, broker: str | None
 ) -> tuple[Any, Any, list[Any]]:
-    from agentstream.service.client import parse_since, read_records
     from agentstream.service.codecs import codec_for
+    from agentstream.service.reader import parse_since, read_records
 
     app, conn = client_app(broker, app_spec)
     assert app is not None

@@ -177,8 +177,8 @@ def tail(
     broker: str | None,
 ) -> None:
     """Follow APP's output topic (or --topic): one line per record."""
-    from agentstream.service.client import parse_since, read_records
     from agentstream.service.codecs import codec_for
+    from agentstream.service.reader import parse_since, read_records
 
     if app_spec is None and topic is None:
         raise click.UsageError("give APP (module:attribute), or --topic")

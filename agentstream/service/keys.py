@@ -12,6 +12,7 @@ assignments: there the 404 names the partition but not the owner.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from agentstream.service.codecs import encode_key
 if TYPE_CHECKING:
     from agentstream.service.worker import Worker
 
-__all__ = ["client_id", "key_view"]
+__all__ = ["client_id", "input_id", "key_view"]
 
 log = logging.getLogger(__name__)
 _WEB = re.compile(r"@(\d+)$")
@@ -115,3 +116,20 @@ async def key_view(worker: Worker, key: str) -> tuple[int, dict[str, Any]]:
         "partition": home,
         "owner": owner,
     }
+
+
+def input_id(message: Any) -> str:
+    """An input's event id: where the record is and what it is.
+
+    ``topic/partition/offset`` alone repeats when a development broker is reset or a topic
+    recreated, and then a new input would replay the action state of an old one; the
+    record's timestamp and a digest of its key and value make the id differ, while the
+    same record (redelivered, or re-read after a crash) always gets the same id.
+    """
+    digest = hashlib.blake2b(digest_size=6)
+    for part in (message.key, message.value):
+        digest.update(b"\x00" if part is None else b"\x01%d:" % len(part) + part)
+    return (
+        f"{message.topic}/{message.partition}/{message.offset}/{message.timestamp}/"
+        f"{digest.hexdigest()}"
+    )

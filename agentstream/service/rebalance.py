@@ -22,7 +22,12 @@ import contextlib
 import logging
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    TopicPartition,
+)
 from aiokafka.errors import KafkaError, ProducerFenced
 
 from agentstream.errors import BrokerError, ConfigurationError
@@ -37,7 +42,7 @@ from agentstream.service.transactions import Transactions
 from agentstream.service.watch import BrokerWatch
 from agentstream.state.changelog import ChangelogStore
 
-__all__ = ["PartitionDuties"]
+__all__ = ["PartitionDuties", "PartitionListener"]
 
 log = logging.getLogger("agentstream.service.worker")
 
@@ -53,6 +58,19 @@ def _fenced(error: BaseException | None) -> bool:
             return True
         error = error.__cause__
     return False
+
+
+class PartitionListener(ConsumerRebalanceListener):
+    """Hands the consumer's rebalance callbacks to the worker."""
+
+    def __init__(self, worker: PartitionDuties):
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self._worker._on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self._worker._on_assigned(assigned)
 
 
 class PartitionDuties:

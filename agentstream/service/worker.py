@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import InvalidSessionTimeoutError, KafkaError
 
@@ -47,9 +46,9 @@ from agentstream.runtime.operator import Operator
 from agentstream.runtime.records import InputRecord
 from agentstream.serde import loads, unpack_event
 from agentstream.service.app import AgentApp
-from agentstream.service.broker import client_settings
+from agentstream.service.broker import client_settings, session_refused
 from agentstream.service.codecs import codec_for, decode_key
-from agentstream.service.keys import client_id
+from agentstream.service.keys import client_id, input_id
 from agentstream.service.output import (
     HEADER_EVENT_ID,
     HEADER_WATERMARK,
@@ -57,7 +56,7 @@ from agentstream.service.output import (
     DeadLettered,
     KafkaOutput,
 )
-from agentstream.service.rebalance import PartitionDuties
+from agentstream.service.rebalance import PartitionDuties, PartitionListener
 from agentstream.service.settings import mask_url
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
 from agentstream.service.transactions import (
@@ -72,50 +71,6 @@ from agentstream.state.changelog import ChangelogStore
 __all__ = ["HEADER_EVENT_ID", "HEADER_WATERMARK", "NO_WATERMARK", "DeadLettered", "Worker"]
 
 log = logging.getLogger(__name__)
-
-
-def input_id(message: Any) -> str:
-    """An input's event id: where the record is and what it is.
-
-    ``topic/partition/offset`` alone repeats when a development broker is reset or a topic
-    recreated, and then a new input would replay the action state of an old one; the
-    record's timestamp and a digest of its key and value make the id differ, while the
-    same record (redelivered, or re-read after a crash) always gets the same id.
-    """
-    digest = hashlib.blake2b(digest_size=6)
-    for part in (message.key, message.value):
-        digest.update(b"\x00" if part is None else b"\x01%d:" % len(part) + part)
-    return (
-        f"{message.topic}/{message.partition}/{message.offset}/{message.timestamp}/"
-        f"{digest.hexdigest()}"
-    )
-
-
-def _session_refused(embedded: bool, broker: str) -> str:
-    """Why the broker refused the consumer group's session timeout, and what to do."""
-    if embedded:
-        return (
-            f"the broker at {mask_url(broker)} refused the embedded development broker's 2 s "
-            "consumer session (a real Kafka requires at least group.min.session.timeout.ms, "
-            "6 s by default): it is not the embedded broker, so drop --embedded-broker "
-            "(AGENTSTREAM_EMBEDDED_BROKER) or pass --real-broker"
-        )
-    return (
-        f"the broker at {mask_url(broker)} refused the consumer session timeout "
-        "(InvalidSessionTimeoutError): check its group.min.session.timeout.ms and "
-        "group.max.session.timeout.ms"
-    )
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, worker: Worker):
-        self._worker = worker
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        await self._worker._on_revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        await self._worker._on_assigned(assigned)
 
 
 class Worker(PartitionDuties):
@@ -237,12 +192,14 @@ class Worker(PartitionDuties):
             metadata_max_age_ms=15_000,
             **consumer_settings,
         )
-        self._consumer.subscribe([app.input_topic, app.internal_topic], listener=_Rebalance(self))
+        self._consumer.subscribe(
+            [app.input_topic, app.internal_topic], listener=PartitionListener(self)
+        )
         try:
             await self._consumer.start()
         except InvalidSessionTimeoutError as exc:  # Kafka: under group.min.session.timeout.ms
             await self.stop()
-            raise ConfigurationError(_session_refused(s.embedded_broker, s.broker)) from exc
+            raise ConfigurationError(session_refused(s.embedded_broker, s.broker)) from exc
         self._broker_watch = BrokerWatch(
             self._producer.client, self.metrics, s.broker_unreachable_grace_s
         )

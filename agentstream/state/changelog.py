@@ -34,25 +34,7 @@ Design note::
 - At-least-once: commit an input offset only after :meth:`ChangelogStore.flush` returned
   for the state changes that input caused.
 
-Transactions (exactly-once; a store made with ``hold``)::
-
-    put(key) ── hold(key)? ── no ──► pending: produced by flush() at once, as above
-                   │ yes              (action state: durable outside any transaction)
-                   ▼
-                held[p] ── commit_held(p, producer, commit):
-                   produce p's held records in the producer's open transaction
-                   ──► commit() (the caller commits the transaction, with its offsets)
-                   ──► apply them to RocksDB ──► applied offset := last acked offset of p
-                       (unless an immediate flush is under way: it moves it when done)
-
-- RocksDB never holds a held write before its transaction committed: an aborted
-  transaction leaves no trace (recovery reads ``read_committed`` and skips it).
-- Records of two producers interleave in changelog[p], so the applied offset cannot move
-  with every write: a transactional record below an acked immediate one may be committed
-  later. Records are applied as they are acked (immediate) or committed (held), but the
-  applied offset moves to p's last acked offset only when nothing of p is in flight: no
-  transaction of p between its first send and its commit, no immediate flush. Recovery
-  from an older offset re-applies records in log order, which ends in the same state.
+Transactions (exactly-once; a store made with ``hold``): see :mod:`agentstream.state._held`.
 """
 
 from __future__ import annotations
@@ -60,12 +42,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError
 
 from agentstream.errors import (
     AgentStreamError,
@@ -73,8 +55,9 @@ from agentstream.errors import (
     PartitionNotAssignedError,
     StateStoreError,
 )
+from agentstream.state._flushing import Flushing
 from agentstream.state._partition import PartitionDB, open_partition
-from agentstream.state._pending import Entry, PendingWrites, Value, merge, produce_pending
+from agentstream.state._pending import PendingWrites, Value, merge
 from agentstream.state.recovery import RecoveryProgress, RecoveryStats, recover
 
 __all__ = [
@@ -86,10 +69,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_RETRY_BACKOFF_S = (0.05, 2.0)  # first and largest delay between flush attempts
 
-
-class ChangelogStore:
+class ChangelogStore(Flushing):
     """Key-value state per partition in RocksDB, changelogged to a Kafka topic.
 
     Reads and writes are synchronous and never block; writes are buffered and a background
@@ -360,167 +341,6 @@ class ChangelogStore:
         self._pending.write(partition, key, value)
         self._dirty.set()
 
-    # -- flushing ----------------------------------------------------------------------
-
-    async def flush(self) -> None:
-        """Return when every write made before the call is acked and applied to RocksDB.
-
-        Group commit: concurrent callers share flushes. A caller waits for the flush in
-        progress and, if its writes came after that flush began, for the next one, which
-        carries everything written meanwhile; so a thousand keys waiting for durability
-        cost a few produce round trips, not a thousand.
-
-        Retriable produce errors are retried (with backoff, for as long as it takes).
-
-        Raises:
-            BrokerError: a non-retriable produce error; the store is failed from then on.
-            StateStoreError: RocksDB failed; the store is failed from then on.
-        """
-        target = self._pending.last_version
-        while self._durable_version < target:
-            self._raise_if_failed()
-            if self._flush_task is None or self._flush_task.done():
-                self._flush_task = asyncio.create_task(self._flush_round())
-            await asyncio.shield(self._flush_task)
-
-    async def _flush_round(self) -> None:
-        """One flush of everything pending, retrying transient errors."""
-        async with self._flush_lock:
-            await self._flush_locked()
-
-    async def _flush_locked(self) -> None:
-        """One flush of everything pending (the flush lock held), retrying transient errors."""
-        covered = self._pending.last_version
-        delay = _RETRY_BACKOFF_S[0]
-        while True:
-            self._raise_if_failed()
-            try:
-                assert self._producer is not None
-                await produce_pending(
-                    self._pending, self._producer, self._topic, self._dbs, self._acked
-                )
-                self._durable_version = max(self._durable_version, covered)
-                if self._acked is not None:
-                    for partition in list(self._acked):
-                        self._advance(partition, flushing=True)
-                return
-            except AgentStreamError as exc:
-                self._fail(exc)
-                raise
-            except Exception as exc:
-                if not _is_retriable(exc):
-                    raise self._fail(exc) from exc
-                logger.warning(
-                    "changelog %s: produce failed (%r); retrying in %.2f s",
-                    self._topic,
-                    exc,
-                    delay,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_BACKOFF_S[1])
-
-    # -- transactions ------------------------------------------------------------------
-
-    def held(self, partition: int) -> list[Entry]:
-        """A snapshot of ``partition``'s held writes (each key's last), for :meth:`commit_held`."""
-        return self._held.partition_snapshot(partition)
-
-    async def commit_held(
-        self,
-        partition: int,
-        entries: list[Entry],
-        producer: AIOKafkaProducer,
-        commit: Callable[[], Awaitable[None]],
-    ) -> None:
-        """Produce ``entries`` (from :meth:`held`) to ``partition`` of the changelog with
-        ``producer``, inside its open transaction; await ``commit``, which commits that
-        transaction; then apply them to RocksDB (and move the applied offset, see the
-        design note).
-
-        On an error the entries stay held, RocksDB is untouched and the applied offset
-        stops moving; the caller aborts the transaction and discards the partition
-        (:meth:`drop_held`, :meth:`revoke`): its state is the committed changelog.
-        """
-        assert self._acked is not None, "a store without hold has no transactions"
-        if entries:
-            self._in_txn.add(partition)
-        futures = [
-            await producer.send(self._topic, value, key=key, partition=partition)
-            for key, _, value in entries
-        ]
-        results = await asyncio.gather(*futures)
-        await commit()
-        db = self._dbs.get(partition)
-        if db is None or not entries:  # revoked meanwhile: its next owner reads it
-            return
-        last = max(r.offset for r in results)
-        self._acked[partition] = max(self._acked.get(partition, -1), last)
-        try:
-            db.write(((key, value) for key, _, value in entries), None)
-        except Exception as exc:
-            raise self._fail(
-                StateStoreError(f"applying changelog {self._topic}[{partition}] failed: {exc}")
-            ) from exc
-        self._held.settle(partition, entries)
-        self._in_txn.discard(partition)
-        self._advance(partition, flushing=False)
-
-    def _advance(self, partition: int, *, flushing: bool) -> None:
-        """Move ``partition``'s applied offset to its last acked one if nothing of it is in
-        flight (``flushing``: called by the flush holding the lock, at its end)."""
-        if partition in self._in_txn or (self._flush_lock.locked() and not flushing):
-            return
-        assert self._acked is not None
-        last, db = self._acked.get(partition), self._dbs.get(partition)
-        if last is not None and db is not None and (db.offset is None or last > db.offset):
-            db.write((), last)
-
-    def drop_held(self, partitions: Iterable[int]) -> int:
-        """Discard the held writes of ``partitions`` (their transaction aborted or never
-        ran); returns how many there were."""
-        dropped = 0
-        for partition in partitions:
-            dropped += self._held.drop(partition)
-            self._in_txn.discard(partition)
-            if self._acked is not None:
-                self._acked.pop(partition, None)
-        return dropped
-
-    async def _flush_loop(self) -> None:
-        while True:
-            await self._dirty.wait()
-            await asyncio.sleep(self._flush_interval_s)  # coalescing window
-            self._dirty.clear()
-            try:
-                await self.flush()
-            except AgentStreamError:
-                return  # logged by _fail; flush() and writes raise it from now on
-
-    def _fail(self, exc: BaseException) -> AgentStreamError:
-        if isinstance(exc, AgentStreamError):
-            failure = exc
-        else:
-            failure = BrokerError(
-                f"producing to changelog {self._topic!r} failed: {exc!r}; the store refuses "
-                "further writes and its unflushed writes are not persisted: restart the worker"
-            )
-        self._failure = failure
-        logger.error("changelog %s: store failed: %s", self._topic, failure, exc_info=exc)
-        return failure
-
-    def _raise_if_failed(self) -> None:
-        if self._failure is not None:
-            raise type(self._failure)(
-                f"the store changelogged to {self._topic!r} failed earlier: {self._failure}"
-            ) from self._failure
-
     def _check_started(self) -> None:
         if not self._started:
             raise StateStoreError(f"the store changelogged to {self._topic!r} is not started")
-
-
-def _is_retriable(exc: BaseException) -> bool:
-    # KafkaTimeoutError: a batch expired while the broker was unreachable; try again.
-    return isinstance(exc, KafkaTimeoutError) or (
-        isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
-    )

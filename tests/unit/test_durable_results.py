@@ -24,7 +24,7 @@ from agentstream import (
     action,
 )
 from agentstream.runtime import ActionState, CallRecord
-from agentstream.runtime.context import _digest, fn_id
+from agentstream.runtime.durable import _digest, fn_id
 from agentstream.testing import InMemoryActionStateStore, LocalRunner
 
 EXECUTED: list[str] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from agentstream.service.worker import input_id
+from agentstream.service.keys import input_id
 
 
 def _record(offset: int = 7, timestamp: int = 1_700_000_000_000, **fields: object) -> object:

@@ -220,7 +220,7 @@ def test_reconciler_decides_a_started_but_unrecorded_call() -> None:
                 OutputEvent(output=ctx.durable_execute(charge, "o-1", reconciler=reconcile))
             )
 
-    from agentstream.runtime.context import _digest, fn_id
+    from agentstream.runtime.durable import _digest, fn_id
 
     store = InMemoryActionStateStore()
     started = CallRecord(fn_id(charge), _digest(("o-1",), {}), "started")
