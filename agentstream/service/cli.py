@@ -27,7 +27,7 @@ import click
 
 from agentstream import __version__
 from agentstream.errors import AgentStreamError
-from agentstream.service import cli_inspect, cli_topics
+from agentstream.service import cli_inspect, cli_rescale, cli_topics
 from agentstream.service._cli_common import (
     LEVELS,
     broker_option,
@@ -228,6 +228,7 @@ def demo(app_spec: str, data_dir: Path | None) -> None:
 
 main.add_command(cli_topics.send)
 main.add_command(cli_topics.tail)
+main.add_command(cli_rescale.rescale)
 cli_inspect.register(main)
 
 if __name__ == "__main__":  # pragma: no cover
