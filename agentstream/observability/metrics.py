@@ -189,6 +189,27 @@ class RuntimeMetrics:
             "Input records whose key this worker had seen on another partition (each "
             "partition's records of the key are processed as their own key).",
         )
+        self.migration_in_progress: _PromGauge = make(
+            _PromGauge,
+            "migration_in_progress",
+            "1 while the app's keys move to a grown input topic's partitions.",
+        )
+        self.migration_keys_moved: _PromCounter = make(
+            _PromCounter,
+            "migration_keys_moved",
+            "Keys this worker handed, with their state, to their new partition.",
+        )
+        self.migration_keys_to_move: _PromGauge = make(
+            _PromGauge,
+            "migration_keys_to_move",
+            "Keys of this worker's partitions still to hand to their new partition.",
+        )
+        self.migration_stale_inputs: _PromCounter = make(
+            _PromCounter,
+            "migration_stale_inputs",
+            "Inputs that landed on their key's old partition after a migration began "
+            "(producers with stale metadata), handed to the key's new partition.",
+        )
         self.broker_connected: _PromGauge = make(
             _PromGauge, "broker_connected", "1 while the broker answers, 0 while it does not."
         )

@@ -120,17 +120,29 @@ class AgentApp:
     async def create_topics(self, bootstrap: str, client_kwargs: dict[str, Any]) -> None:
         """Create the app's topics where missing.
 
-        Input, internal events and changelog must be co-partitioned: an existing one with
-        another partition count is an error. Output and dead letters may be shared with
+        Input, internal events and changelog are co-partitioned. On the embedded broker an
+        existing one with another partition count is an error; on Kafka the existing ones
+        are used as they are (a grown input topic starts a migration, one with fewer
+        partitions than the state is refused when the worker starts) and missing ones are
+        created with the state's count. Output and dead letters may be shared with
         others: an existing one is used as it is.
         """
         from agentstream.service.broker import ensure_topics
 
         topics, s = self.topics(), self.settings
         strict = (self.input_topic, self.internal_topic, self.changelog_topic)
+        wanted = {t: topics[t] for t in strict}
+        if not s.embedded_broker:  # (its metadata requests create what they name)
+            from agentstream.service.layout import topic_counts
+
+            # Existing ones are used as they are: a grown input topic is a migration
+            # (agentstream.service.migration), and a missing one is made to match the state.
+            existing = await topic_counts(bootstrap, client_kwargs, strict)
+            state = existing.get(self.changelog_topic) or existing.get(self.input_topic)
+            wanted = {t: state or n for t, n in wanted.items() if t not in existing}
         await ensure_topics(
             bootstrap,
-            {t: topics[t] for t in strict},
+            wanted,
             replication_factor=s.replication_factor,
             client_kwargs=client_kwargs,
             topic_configs={

@@ -190,6 +190,17 @@ class KafkaOutput:
                 timestamp_ms=event.source_timestamp,
             )
 
+    async def send_internal(
+        self, source: int, partition: int, key: bytes | None, value: bytes
+    ) -> None:
+        """Send a record to the internal topic's ``partition`` on behalf of input partition
+        ``source`` (in its transaction under exactly-once), and wait for it: a key's state
+        and inputs moving to another partition (:mod:`agentstream.service.migration`)."""
+        topic = self._app.internal_topic
+        with kafka_errors("hand over to another partition", topic=topic):
+            delivery = await self._send(source, topic, key=key, value=value, partition=partition)
+            await self._delivered(source, delivery)
+
     # -- the error policy ------------------------------------------------------------------
 
     async def on_error(

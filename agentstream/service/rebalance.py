@@ -36,6 +36,7 @@ from agentstream.runtime.operator import Operator
 from agentstream.service.app import AgentApp
 from agentstream.service.broker import client_settings
 from agentstream.service.kafka_errors import kafka_errors
+from agentstream.service.migration import Migration
 from agentstream.service.settings import Settings
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
 from agentstream.service.transactions import Transactions
@@ -97,6 +98,7 @@ class PartitionDuties:
     _paused: bool
     _key_state: ChangelogKeyState | None
     _action_states: ChangelogActionStateStore | None
+    _migration: Migration
 
     @property
     def operator(self) -> Operator:
@@ -116,7 +118,7 @@ class PartitionDuties:
             await self._commit_transactions()
             return
         assert self._consumer is not None and self._producer is not None
-        positions = dict(self._positions)
+        positions = self._migration.pinned(self._positions)
         finished = self.operator.finished_count
         await self.store.flush()
         await self._producer.flush()
@@ -137,7 +139,9 @@ class PartitionDuties:
             nonlocal finished
             finished = self.operator.finished_count
 
-        failed = await self._transactions.commit(self.store, lambda: self._positions, snapshot)
+        failed = await self._transactions.commit(
+            self.store, lambda: self._migration.pinned(self._positions), snapshot
+        )
         if not failed:
             self.operator.prune(finished)
             return
@@ -206,6 +210,7 @@ class PartitionDuties:
             self.operator.event_time.forget(p)
         assert self._key_state is not None
         self._key_state.forget(parts)
+        self._migration.forget(parts)
         self._assigned -= parts
         self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
 
@@ -225,8 +230,8 @@ class PartitionDuties:
             f"the input topic {self.app.input_topic!r} now has partitions {beyond} beyond the "
             f"app's {n} (its internal events and state changelog topics have {n}): the keys "
             f"that moved would lose their memory and order, so this worker stops instead. "
-            f"Moving keys' state to new partitions is not supported yet: follow 'More "
-            f"partitions' in docs/operations.md"
+            f"The embedded development broker cannot add partitions; on Kafka, the workers "
+            f"move the keys (see 'More partitions' in docs/operations.md)"
         )
         log.error("%s", error)
         return error
@@ -246,10 +251,23 @@ class PartitionDuties:
 
     async def _on_assigned(self, assigned: list[TopicPartition]) -> None:
         parts = {tp.partition for tp in assigned if tp.topic == self.app.input_topic}
-        beyond = sorted(p for p in parts if p >= self.settings.partitions)
-        if beyond:
-            self._fail(self._partitions_added(beyond))
-            return
+        if self.settings.embedded_broker:  # no CreatePartitions: the count never grows
+            beyond = sorted(p for p in parts if p >= self.settings.partitions)
+            if beyond:
+                self._fail(self._partitions_added(beyond))
+                return
+        else:
+            planned = await self._migration.plan(parts)
+            if planned is None:  # a migration begins: the rebalance that follows assigns
+                assert self._consumer is not None
+                self._consumer.pause(*assigned)
+                return
+            later = [tp for tp in assigned if tp.partition not in planned]
+            if later:  # beyond a migration under way: they wait for the next one
+                assert self._consumer is not None
+                self._consumer.pause(*later)
+            assigned = [tp for tp in assigned if tp.partition in planned]
+            parts = planned
         internal = {tp.partition for tp in assigned if tp.topic == self.app.internal_topic}
         if parts != internal:
             log.error(
@@ -268,9 +286,11 @@ class PartitionDuties:
         self._paused = False  # a new assignment starts unpaused
         assert self._key_state is not None
         assert self._action_states is not None
+        self._migration.assigned(parts)
         resumed = collected = 0
         for p in sorted(parts):
-            resumed += self.operator.resume(list(self._key_state.keys_of(p)))
+            slots = [s for s in self._key_state.keys_of(p) if self._migration.resumable(s)]
+            resumed += self.operator.resume(slots)
             collected += self._action_states.collect_garbage(p, self._key_state)
         if collected:
             log.info("dropped the action state of %d inputs finished before a crash", collected)

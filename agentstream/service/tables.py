@@ -46,6 +46,7 @@ from agentstream.runtime.action_state import ActionState
 from agentstream.runtime.memory import MemoryStore
 from agentstream.runtime.records import (
     RECORD_VERSION,
+    InputRecord,
     KeyRecord,
     LegacyKeyRecord,
     decode_record,
@@ -61,6 +62,7 @@ _KEY: Final = b"k"
 _INDEX: Final = b"i"
 _MEMORY: Final = b"m"
 _RUN: Final = b"r"
+_EMITTED: Final = b"o"  # exactly-once: the outputs sent (service.transactions)
 _LEGACY_ACTION: Final = b"a"  # version 1: all of an input's action state in one value
 _VALUE_VERSION: Final = bytes([RECORD_VERSION])
 _MISSING: Final[Any] = object()
@@ -225,6 +227,46 @@ class ChangelogKeyState:
         for slot in [s for s in self._busy_memory if s[0] in doomed]:
             del self._busy_memory[slot]
 
+    def forget_slot(self, slot: Slot) -> None:
+        """Drop the cached record of one key (it moved to another partition)."""
+        self._busy.pop(slot, None)
+        self._busy_memory.pop(slot, None)
+
+    def export(self, slot: Slot) -> list[tuple[bytes, bytes]]:
+        """Every stored entry of one key: its record, memory and its current input's runs."""
+        partition, key = slot
+        record = self.get(slot)  # migrates a legacy key
+        kb, kid = _key_bytes(key), _kid(key)
+        entries = [
+            (k, v)
+            for k in (_KEY + kb, _INDEX + kid, _EMITTED + kb)
+            if (v := self._store.get(partition, k)) is not None
+        ]
+        entries += self._store.scan(partition, _MEMORY + kid)
+        if record is not None and record.current is not None:
+            entries += self._store.scan(partition, _input_key(key, record.seq))
+        return entries
+
+    def adopt(self, slot: Slot, entries: list[tuple[bytes, bytes]], runs: Any) -> None:
+        """Store the entries another partition exported for one key (see :meth:`export`),
+        replacing what this partition held for it: its inputs now come from this partition
+        (their old offsets mean nothing here)."""
+        partition = slot[0]
+        for raw_key, _ in self.export(slot):
+            if raw_key[:1] != _RUN:
+                self._store.delete(partition, raw_key)
+        self.forget_slot(slot)
+        for raw_key, value in entries:
+            if raw_key[:1] == _KEY:
+                record = decode_record(KeyRecord, value)
+                record.current = _here(record.current, partition)
+                record.pending = [_here(r, partition) for r in record.pending]
+                record.last_offset = -1
+                value = encode_record(record)
+            elif raw_key[:1] == _RUN:
+                runs.listed(partition, raw_key)
+            self._store.put(partition, raw_key, value)
+
     def keys(self) -> Iterator[Slot]:
         for partition in sorted(self._store.assigned()):
             yield from self.keys_of(partition)
@@ -236,6 +278,11 @@ class ChangelogKeyState:
 
     def count(self, partition: int) -> int:
         return self._store.count(partition, _KEY)
+
+
+def _here(record: InputRecord | None, partition: int) -> Any:
+    """An accepted input as if it had come from ``partition`` (no offset to dedupe by)."""
+    return None if record is None else record._replace(partition=partition, offset=None)
 
 
 def _legacy_input_key(key: Hashable, seq: int) -> bytes:
@@ -311,6 +358,17 @@ class ChangelogActionStateStore:
         for key, seq, raw_key in found:
             self._inputs.setdefault(((partition, key), seq), set()).add(raw_key)
         self._listed[partition] = (recovery, moved)
+
+    def listed(self, partition: int, raw_key: bytes) -> None:
+        """List a run stored under ``raw_key`` by someone else (a key that moved here)."""
+        self._list(partition)
+        key, seq = _parse_run_key(raw_key)
+        self._inputs.setdefault(((partition, key), seq), set()).add(raw_key)
+
+    def forget_slot(self, slot: Any) -> None:
+        """Stop listing one key's runs (it moved away; its entries are garbage here)."""
+        for ident in [i for i in self._inputs if i[0] == slot]:
+            del self._inputs[ident]
 
     def get(self, slot: Any, seq: int, action: str, event_id: str) -> ActionState | None:
         raw = self._store.get(slot[0], _input_key(slot[1], seq) + _run_name(action, event_id))

@@ -9,6 +9,7 @@ recovers, after it failed, or while the broker has not answered for longer than
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aiohttp import web
 
@@ -68,13 +69,20 @@ class WebServer:
         if worker.error is not None:
             return web.json_response({"status": "failed", "error": str(worker.error)}, status=503)
         if not worker.ready.is_set():
-            body = {"status": "recovering", "partitions": worker.recovery_progress()}
-            return web.json_response(body, status=503)
+            recovering = {
+                "status": "recovering",
+                "partitions": worker.recovery_progress(),
+                "migration": worker.migration_progress(),
+            }
+            return web.json_response(recovering, status=503)
         unreachable = worker.broker_unreachable()
         if unreachable is not None:
             return web.json_response(
                 {"status": "broker-unreachable", "reason": unreachable}, status=503
             )
-        return web.json_response(
-            {"status": "ready", "busy_keys": worker.operator.busy_keys()}, status=200
-        )
+        body: dict[str, Any] = {
+            "status": "ready",
+            "busy_keys": worker.operator.busy_keys(),
+            "migration": worker.migration_progress(),
+        }
+        return web.json_response(body, status=200)

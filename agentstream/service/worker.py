@@ -46,9 +46,12 @@ from agentstream.runtime.operator import Operator
 from agentstream.runtime.records import InputRecord
 from agentstream.serde import loads, unpack_event
 from agentstream.service.app import AgentApp
+from agentstream.service.assignor import CoPartitionedAssignor
 from agentstream.service.broker import client_settings, session_refused
 from agentstream.service.codecs import codec_for, decode_key
 from agentstream.service.keys import client_id, input_id
+from agentstream.service.layout import topic_counts
+from agentstream.service.migration import Migration
 from agentstream.service.output import (
     HEADER_EVENT_ID,
     HEADER_WATERMARK,
@@ -112,6 +115,7 @@ class Worker(PartitionDuties):
         self._executor = ThreadPoolExecutor(settings.thread_pool_size, "agentstream-durable")
         self._key_state: ChangelogKeyState | None = None
         self._action_states: ChangelogActionStateStore | None = None
+        self._migration = Migration(self)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -119,6 +123,9 @@ class Worker(PartitionDuties):
         s, app = self.settings, self.app
         try:
             await app.create_topics(self._bootstrap, self._client)
+            if not s.embedded_broker:  # an input topic recreated with fewer partitions
+                counts = await topic_counts(self._bootstrap, self._client, [app.input_topic])
+                await self._migration.check(counts[app.input_topic])
             self._producer = AIOKafkaProducer(
                 bootstrap_servers=self._bootstrap,
                 acks="all",
@@ -186,7 +193,9 @@ class Worker(PartitionDuties):
             client_id=client_id(app.name, s.web_port),  # how other workers find our /keys
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            # Range while every worker's topics have the same count, and still co-partitioned
+            # while the input topic runs ahead of the others (a migration's first moments).
+            partition_assignment_strategy=(CoPartitionedAssignor, RangePartitionAssignor),
             max_partition_fetch_bytes=8 * 1024 * 1024,
             # A changed partition count is noticed within this (aiokafka's default is 5 min).
             metadata_max_age_ms=15_000,
@@ -287,6 +296,8 @@ class Worker(PartitionDuties):
                             break
                         await handle(message)
                         self._positions[tp] = message.offset + 1
+                if self._migration.active:
+                    await self._migration.tick()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -304,7 +315,11 @@ class Worker(PartitionDuties):
         full = self.operator.inputs_in_flight >= self.settings.max_buffered_inputs
         if full == self._paused:
             return
-        inputs = [tp for tp in self._consumer.assignment() if tp.topic == self.app.input_topic]
+        inputs = [
+            tp
+            for tp in self._consumer.assignment()
+            if tp.topic == self.app.input_topic and tp.partition in self._assigned
+        ]
         if full:
             self._consumer.pause(*inputs)
         else:
@@ -312,19 +327,26 @@ class Worker(PartitionDuties):
         self._paused = full
 
     async def _on_input_message(self, message: Any) -> None:
+        if self._migration.active and await self._migration.takes(message):
+            return  # held until its key's state arrives, or sent to the key's partition
+        await self._admit(message)
+
+    async def _admit(self, message: Any, ident: str | None = None) -> None:
+        """Decode an input record and hand it to the operator (``ident``: the id of a
+        record forwarded from another partition, which has no offset here)."""
         try:
             value = self._in_codec.decode(message.value) if message.value is not None else None
         except Exception as exc:
             await self._undecodable(message, exc)
             return
         key = decode_key(message.key)
-        if key is not None:
+        if key is not None and not self._migration.active:  # keys move in a migration
             self._spread.note(key, message.partition)
         self.operator.on_input(
             InputRecord(
                 key=key,
                 value=value,
-                id=input_id(message),
+                id=ident or input_id(message),
                 timestamp=message.timestamp,
                 partition=message.partition,
                 offset=message.offset,
@@ -340,10 +362,16 @@ class Worker(PartitionDuties):
 
     async def _on_internal_message(self, message: Any) -> None:
         try:
-            tag, sender, packed = loads(message.value)
-            event = unpack_event(packed)
+            decoded = loads(message.value)
+            control = type(decoded[0]) is str and decoded[0][:1] == "\x00"
+            if not control:
+                tag, sender, packed = decoded
+                event = unpack_event(packed)
         except Exception as exc:
             await self._undecodable(message, exc)
+            return
+        if control:  # keys moving between partitions: agentstream.service.migration
+            await self._migration.on_control(message, decoded)
             return
         slot = (message.partition, decode_key(message.key))
         await self.operator.on_routed_event(slot, tag, event, sender)
@@ -386,6 +414,15 @@ class Worker(PartitionDuties):
             {"partition": p.partition, "read": p.read, "to_read": p.to_read, "rate": round(p.rate)}
             for p in self._store.recovering()
         ]
+
+    @property
+    def output(self) -> KafkaOutput:
+        assert self._output is not None, "worker not started"
+        return self._output
+
+    def migration_progress(self) -> dict[str, Any] | None:
+        """A migration under way (for /health): partitions and keys moved, to move."""
+        return self._migration.progress()
 
     @property
     def web_address(self) -> str:

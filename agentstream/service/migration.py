@@ -1,0 +1,452 @@
+"""Moving keys, with their state and order, when the input topic gains partitions.
+
+Design note (a handoff through the internal topic, coordinated by the layout topic)::
+
+    someone adds input partitions: N -> M
+    the worker owning input 0 notices (a rebalance, within the metadata refresh) and
+      begins: fences = the end of every input partition p < N  ─► <app>-layout
+      grows the internal events and changelog topics to M     ─► a rebalance
+    every partition q of the new layout, in its owner (a status in its store):
+      source (q < N): records before fence[q] follow the old layout; at the fence, the
+        keys that leave (murmur2(key) % M != q) are cancelled and handed over: each key's
+        record, memory and current input's action runs ─► internal[dest] ("handoff"),
+        then "done from q" ─► internal[d] for every d that q's keys may move to
+      destination: a key arriving from source p is held (its inputs, direct or
+        forwarded, wait in order) until "done from p"; then its imported input resumes
+        (completed actions replay), then the forwarded inputs, then the direct ones
+      q has moved when it is split and every source is done ─► moved/<M>/<q>
+    records that land on a key's old partition after the fence (producers with stale
+      metadata) are forwarded to the key's partition ("forward") and counted
+
+Why the order holds: a producer that switched wrote its older records before the switch,
+so before the fence of the old partition (the fences are taken once every worker has
+stopped), and those are processed by the old owner or travel in the key's handoff; its
+newer records are on the new partition, held until the handoff is done. Everything a
+handoff writes goes through the source's producer (its transaction under exactly-once),
+and the destination's offsets are never committed past a record it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any, Final
+
+from aiokafka import TopicPartition
+
+from agentstream.api.events import Event
+from agentstream.errors import ConfigurationError
+from agentstream.observability.eventlog import EventLogRecord
+from agentstream.serde import dumps, loads
+from agentstream.service.codecs import encode_key
+from agentstream.service.keys import input_id
+from agentstream.service.layout import (
+    Layout,
+    begin_migration,
+    grow_topics,
+    mark_moved,
+    partition_for,
+    read_layout,
+    topic_counts,
+)
+
+if TYPE_CHECKING:
+    from agentstream.service.worker import Worker
+
+__all__ = ["KeyMoved", "Migration", "fewer_partitions"]
+
+log = logging.getLogger(__name__)
+
+_STATUS: Final = b"\x00migration"  # store key of a partition's part of a migration
+_HANDOFF: Final = "\x00handoff"
+_DONE: Final = "\x00done"
+_FORWARD: Final = "\x00forward"
+_REFRESH_S: Final = 5.0
+
+
+class KeyMoved(Event):
+    """Event-log record: a key's state left its partition for another one."""
+
+    source: int
+    destination: int
+    partitions: int
+
+
+@dataclass
+class _Status:
+    """One partition's part of the migration to ``partitions``."""
+
+    partitions: int
+    split: bool = False
+    arrived: set[int] = field(default_factory=set)
+    done: bool = False
+
+
+@dataclass
+class _Held:
+    """A source's keys' inputs waiting for its handoff: forwarded ones first."""
+
+    forwarded: list[tuple[int, Any, str]] = field(default_factory=list)  # (offset, msg, id)
+    direct: list[Any] = field(default_factory=list)
+
+
+def fewer_partitions(app_name: str, topic: str, count: int, layout: Layout) -> ConfigurationError:
+    return ConfigurationError(
+        f"the input topic {topic!r} has {count} partitions, but the state of app "
+        f"{app_name!r} is spread over {layout.partitions}: Kafka cannot shrink a topic, so "
+        f"it was recreated. Recreate it with {layout.partitions} partitions (or more: the "
+        f"app then moves its keys), or start the app afresh without its state: delete the "
+        f"topics {app_name}-events, {app_name}-state-changelog and {app_name}-layout, the "
+        f"consumer group {app_name} and the workers' data directories"
+    )
+
+
+class Migration:
+    """The worker's part in moving keys between partitions (see the module's note)."""
+
+    def __init__(self, worker: Worker):
+        self._w = worker
+        self.layout: Layout | None = None
+        self.active = False  # a migration ran: records may need forwarding or holding
+        self._status: dict[int, _Status] = {}
+        self._held: dict[int, dict[int, _Held]] = {}
+        self._refreshed = 0.0
+        self.keys_moved = 0
+        self.keys_to_move = 0
+
+    # -- the layout and the assignment ---------------------------------------------------
+
+    async def read(self) -> Layout:
+        """The app's layout (recorded, else its changelog topic's partition count)."""
+        w = self._w
+        app, kwargs = w.app, w._client
+        recorded = await read_layout(w._bootstrap, kwargs, app.name)
+        if recorded is not None:
+            return recorded
+        counts = await topic_counts(w._bootstrap, kwargs, [app.changelog_topic])
+        return Layout.steady(counts.get(app.changelog_topic, w.settings.partitions))
+
+    async def check(self, input_count: int) -> None:
+        """Refuse to start on an input topic with fewer partitions than the app's state."""
+        layout = await self.read()
+        if input_count < layout.partitions:
+            raise fewer_partitions(self._w.app.name, self._w.app.input_topic, input_count, layout)
+
+    async def plan(self, parts: set[int]) -> set[int] | None:
+        """The input partitions of ``parts`` whose state to take now; None: none, until
+        the rebalance that follows a migration's beginning."""
+        w = self._w
+        assert w._consumer is not None and w._producer is not None
+        layout = await self.read()
+        count = w.input_partitions()
+        if count < layout.partitions:
+            w._fail(fewer_partitions(w.app.name, w.app.input_topic, count, layout))
+            return None
+        if count > layout.partitions and not layout.migrating:
+            if 0 not in parts:
+                log.info(
+                    "input topic grew to %d partitions; its partition 0's owner moves the keys",
+                    count,
+                )
+                return None
+            tps = [TopicPartition(w.app.input_topic, p) for p in range(layout.partitions)]
+            ends = await w._consumer.end_offsets(tps)
+            layout = await begin_migration(
+                w._producer,
+                w._bootstrap,
+                w._client,
+                w.app.name,
+                layout.partitions,
+                count,
+                [ends[tp] for tp in tps],
+                w.settings.replication_factor,
+            )
+            log.info(
+                "input topic grew: moving keys from %d to %d partitions",
+                layout.previous,
+                layout.partitions,
+            )
+        elif count > layout.partitions:
+            log.warning(
+                "input topic grew to %d partitions while keys move from %d to %d: "
+                "its partitions from %d on wait until then",
+                count,
+                layout.previous,
+                layout.partitions,
+                layout.partitions,
+            )
+        if layout.previous != layout.partitions:
+            m = layout.partitions
+            topics = [w.app.internal_topic, w.app.changelog_topic]
+            counts = await topic_counts(w._bootstrap, w._client, topics)
+            if min(counts.get(t, 0) for t in topics) < m:
+                await grow_topics(w._bootstrap, w._client, dict.fromkeys(topics, m))
+                w._consumer._client.force_metadata_update()
+                return None
+            await w._producer.client.force_metadata_update()
+        self.layout = layout
+        self.active = layout.previous != layout.partitions
+        w.metrics.migration_in_progress.set(1 if layout.migrating else 0)
+        return {p for p in parts if p < layout.partitions}
+
+    def assigned(self, parts: set[int]) -> None:
+        """Read the migration status of the partitions now owned (their state recovered)."""
+        layout = self.layout
+        if layout is None or not self.active:
+            return
+        store = self._w.store
+        for q in parts:
+            raw = store.get(q, _STATUS)
+            status = _Status(layout.partitions)
+            if raw is not None:
+                saved = loads(raw)
+                if saved["partitions"] == layout.partitions:
+                    status = _Status(
+                        layout.partitions, saved["split"], set(saved["arrived"]), saved["done"]
+                    )
+            if not layout.migrating and raw is None:
+                status.done = True  # the partition moved before its status was recorded
+            if q >= layout.previous:
+                status.split = True  # a new partition: no keys of the old layout
+            self._status[q] = status
+            self._held[q] = {}
+            if not status.split:
+                self.keys_to_move += len(self._leaving(q))
+        self._w.metrics.migration_keys_to_move.set(self.keys_to_move)
+
+    def forget(self, parts: set[int]) -> None:
+        for q in parts:
+            self._status.pop(q, None)
+            self._held.pop(q, None)
+
+    def resumable(self, slot: Any) -> bool:
+        """Whether a key's input in flight may resume here now (not a key whose handoff
+        is still under way: its inputs wait for the handoff's end)."""
+        q, key = slot
+        status = self._status.get(q)
+        if status is None or status.done or key is None:
+            return True
+        assert self.layout is not None
+        source = partition_for(encode_key(key) or b"", self.layout.previous)
+        return source == q or source in status.arrived
+
+    # -- records --------------------------------------------------------------------------
+
+    async def takes(self, message: Any) -> bool:
+        """Whether an input record is forwarded or held instead of processed here now."""
+        raw_key = message.key
+        if raw_key is None:
+            return False
+        q = message.partition
+        status = self._status.get(q)
+        layout = self.layout
+        if status is None or layout is None:
+            return False
+        n, m = layout.previous, layout.partitions
+        old = q < n and message.offset < layout.fences[q]
+        if not status.split:
+            if old:
+                return False
+            await self._split(q)
+        destination = partition_for(raw_key, m)
+        if destination != q:
+            if not old:
+                self._w.metrics.migration_stale_inputs.inc()
+            value = dumps(
+                [_FORWARD, q, input_id(message), raw_key, message.value, message.timestamp]
+            )
+            await self._w.output.send_internal(q, destination, raw_key, value)
+            return True
+        source = partition_for(raw_key, n)
+        if not status.done and source != q and source not in status.arrived:
+            self._held[q].setdefault(source, _Held()).direct.append(message)
+            return True
+        return False
+
+    async def on_control(self, message: Any, decoded: list[Any]) -> None:
+        """A handoff, the end of a source's handoffs, or a forwarded input, for partition
+        ``message.partition``."""
+        q, kind = message.partition, decoded[0]
+        status = self._status.get(q)
+        if kind == _FORWARD:
+            _, _source, ident, raw_key, value, timestamp = decoded
+            forwarded = SimpleNamespace(
+                topic=self._w.app.input_topic,
+                partition=q,
+                offset=None,
+                key=raw_key,
+                value=value,
+                timestamp=timestamp,
+                headers=(),
+            )
+            if status is not None and not status.done and self.layout is not None:
+                source = partition_for(raw_key, self.layout.previous)
+                if source != q and source not in status.arrived:
+                    held = self._held[q].setdefault(source, _Held())
+                    held.forwarded.append((message.offset, forwarded, ident))
+                    return
+            await self._w._admit(forwarded, ident)
+            return
+        source, partitions = decoded[1], decoded[2]
+        if status is None or status.partitions != partitions or source in status.arrived:
+            return  # a repeat (a source that crashed mid-handoff), or an old migration's
+        if kind == _HANDOFF:
+            entries = [(bytes(k), bytes(v)) for k, v in decoded[3]]
+            key = next(loads(k[1:]) for k, _ in entries if k[:1] == b"k")
+            w = self._w
+            assert w._key_state is not None and w._action_states is not None
+            w._key_state.adopt((q, key), entries, w._action_states)
+            return
+        if kind == _DONE:
+            status.arrived.add(source)
+            self._save(q)
+            await self._release(q, source)
+            await self._finish(q)
+
+    async def tick(self) -> None:
+        """Split the sources whose fence is reached; report progress now and then."""
+        w = self._w
+        layout = self.layout
+        if layout is None:
+            return
+        for q, status in list(self._status.items()):
+            if not status.split:
+                tp = TopicPartition(w.app.input_topic, q)
+                position = w._positions.get(tp)
+                if position is None:
+                    assert w._consumer is not None
+                    position = await w._consumer.position(tp)
+                if position >= layout.fences[q] and q in self._status:
+                    await self._split(q)
+            elif not status.done:
+                await self._finish(q)
+        now = time.monotonic()
+        if layout.migrating and now - self._refreshed >= _REFRESH_S:
+            self._refreshed = now
+            self.layout = await self.read()
+            w.metrics.migration_in_progress.set(1 if self.layout.migrating else 0)
+
+    def pinned(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """``positions`` never past a record held here (re-read after a crash)."""
+        if not any(self._held.values()):
+            return positions
+        pinned = dict(positions)
+        app = self._w.app
+        for q, by_source in self._held.items():
+            for held in by_source.values():
+                for tp, offsets in (
+                    (TopicPartition(app.input_topic, q), [m.offset for m in held.direct]),
+                    (TopicPartition(app.internal_topic, q), [o for o, _, _ in held.forwarded]),
+                ):
+                    if offsets and tp in pinned:
+                        pinned[tp] = min(pinned[tp], min(offsets))
+        return pinned
+
+    def progress(self) -> dict[str, Any] | None:
+        layout = self.layout
+        if layout is None or not layout.migrating:
+            return None
+        return {
+            "from": layout.previous,
+            "to": layout.partitions,
+            "partitions_done": len(layout.moved),
+            "partitions": layout.partitions,
+            "keys_moved": self.keys_moved,
+            "keys_to_move": self.keys_to_move,
+        }
+
+    # -- handing over -----------------------------------------------------------------------
+
+    def _leaving(self, q: int) -> dict[Hashable, int]:
+        """The keys of partition ``q`` whose new partition is another: key -> partition."""
+        assert self._w._key_state is not None and self.layout is not None
+        m = self.layout.partitions
+        leaving = {}
+        for _, key in self._w._key_state.keys_of(q):
+            raw_key = encode_key(key)
+            if raw_key is not None and (d := partition_for(raw_key, m)) != q:
+                leaving[key] = d
+        return leaving
+
+    async def _split(self, q: int) -> None:
+        """Hand the keys that leave partition ``q`` to their partitions (its fence is
+        reached: every record of the old layout is accepted)."""
+        w = self._w
+        layout = self.layout
+        assert layout is not None and w._key_state is not None and w._action_states is not None
+        leaving = self._leaving(q)
+        await w.operator.cancel(lambda r: r.partition == q and r.key in leaving)
+        store, output = w.store, w.output
+        for key, destination in leaving.items():
+            slot = (q, key)
+            entries = w._key_state.export(slot)
+            value = dumps([_HANDOFF, q, layout.partitions, entries])
+            await output.send_internal(q, destination, encode_key(key), value)
+            for raw_key, _ in entries:
+                if raw_key[:1] != b"r":  # runs: garbage once the record is gone
+                    store.delete(q, raw_key)
+            w._key_state.forget_slot(slot)
+            w._action_states.forget_slot(slot)
+            self.keys_moved += 1
+            self.keys_to_move = max(self.keys_to_move - 1, 0)
+            w.metrics.migration_keys_moved.inc()
+            if w._event_logger is not None:
+                record = _moved_record(key, q, destination, layout.partitions)
+                w._event_logger.append(record)
+        for d in layout.destinations(q):
+            await output.send_internal(q, d, None, dumps([_DONE, q, layout.partitions]))
+        w.metrics.migration_keys_to_move.set(self.keys_to_move)
+        status = self._status[q]
+        status.split = True
+        self._save(q)
+        log.info("partition %d handed %d keys to their new partitions", q, len(leaving))
+        await self._finish(q)
+
+    async def _release(self, q: int, source: int) -> None:
+        """A source's handoff is done: its keys resume, then their held inputs run."""
+        w = self._w
+        assert w._key_state is not None and self.layout is not None
+        n = self.layout.previous
+        arrived = [
+            slot
+            for slot in w._key_state.keys_of(q)
+            if slot[1] is not None and partition_for(encode_key(slot[1]) or b"", n) == source
+        ]
+        w.operator.resume(arrived)
+        held = self._held.get(q, {}).pop(source, None)
+        if held is None:
+            return
+        for _, message, ident in held.forwarded:
+            await w._admit(message, ident)
+        for message in held.direct:
+            await w._admit(message)
+
+    async def _finish(self, q: int) -> None:
+        status, layout = self._status.get(q), self.layout
+        if status is None or layout is None or status.done or not status.split:
+            return
+        if not set(layout.sources(q)) <= status.arrived:
+            return
+        status.done = True
+        self._save(q)
+        assert self._w._producer is not None
+        await mark_moved(self._w._producer, self._w.app.name, layout, q)
+        log.info("partition %d moved to the layout of %d partitions", q, layout.partitions)
+
+    def _save(self, q: int) -> None:
+        s = self._status[q]
+        value = {
+            "partitions": s.partitions,
+            "split": s.split,
+            "arrived": sorted(s.arrived),
+            "done": s.done,
+        }
+        self._w.store.put(q, _STATUS, dumps(value))
+
+
+def _moved_record(key: Any, source: int, destination: int, partitions: int) -> EventLogRecord:
+    event = KeyMoved(source=source, destination=destination, partitions=partitions)
+    return EventLogRecord(time=time.time(), key=key, seq=0, event=event)
