@@ -472,7 +472,72 @@ async def test_input_topic_recreated_with_fewer_partitions_than_the_state_is_ref
     assert errors, f"no error line:\n{worker.log_tail()}"
     message = errors[-1]
     assert re.search(r"\b4\b", message) and re.search(r"\b8\b", message), message
-    assert "docs/operations.md" in message, message  # TODO(lead): the way out's wording
+    assert "Recreate it" in message, message  # the way out
+
+
+async def test_health_and_event_log_show_the_migration(
+    group_factory: Callable[[str], Group], tmp_path: Path
+) -> None:
+    """Scenario: two workers, each writing an event log, inputs flowing; the input topic
+    goes from 4 to 8 partitions and /health of both workers is polled throughout.
+    We expect: while it runs, a worker's /health shows "migration" going from 4 to 8 with
+    its progress (partitions done of 8, keys moved, keys to move), null again once done;
+    the event logs have one KeyMoved line per key whose partition changed, from its old
+    partition to its new one, and none for the others."""
+    group = group_factory("at_least_once")
+    logs = {label: tmp_path / f"eventlog-{label}.jsonl" for label in ("one", "two")}
+    await ensure_topics(group.bootstrap, {group.input: 4, group.output: 4})
+    workers = [
+        await group.start(label, AGENTSTREAM_EVENT_LOG=str(path)).ready(60)
+        for label, path in logs.items()
+    ]
+    seen: list[dict[str, Any]] = []
+    async with (
+        Topic(group.bootstrap, group.output) as out,
+        Feed(group.bootstrap, group.input, KEYS) as feed,
+    ):
+        await out.wait_for(len(KEYS), 60, "an output of every key")
+        await group.add_partitions(8)
+        await feed.switch(8)
+
+        async def migrating() -> bool:
+            group.check_alive()
+            seen.extend(m for w in workers if (m := _health(w).get("migration")))
+            return bool(seen)
+
+        await wait_until(migrating, NOTICE_S, '"migration" in a worker\'s /health', 0.05)
+        await group.migrated(8)
+        await feed.stop()
+    await wait_until(  # each worker reads the finished layout within a few seconds
+        lambda: all(_health(w).get("migration", "absent") is None for w in workers),
+        15,
+        '"migration": null in both workers\' /health',
+    )
+    for migration in seen:
+        assert (migration["from"], migration["to"], migration["partitions"]) == (4, 8, 8)
+        assert 0 <= migration["partitions_done"] <= 8, migration
+        assert migration["keys_moved"] >= 0 and migration["keys_to_move"] >= 0, migration
+
+    expected_moves = {
+        k: [(_partition(k, 4), _partition(k, 8))]
+        for k in KEYS
+        if _partition(k, 8) != _partition(k, 4)
+    }
+    moves: dict[str, list[tuple[int, int]]] = {}
+
+    def logged() -> bool:  # lines reach the file within a second
+        moves.clear()
+        for path in logs.values():
+            for line in path.read_text().splitlines() if path.exists() else ():
+                entry = json.loads(line)
+                if entry["event_type"].endswith(".KeyMoved"):
+                    move = (entry["payload"]["source"], entry["payload"]["destination"])
+                    moves.setdefault(entry["key"], []).append(move)
+        return moves == expected_moves
+
+    with contextlib.suppress(AssertionError):
+        await wait_until(logged, 5, "a KeyMoved line per moved key")
+    assert moves == expected_moves
 
 
 def _health(worker: WorkerProcess) -> dict[str, Any]:
