@@ -37,6 +37,10 @@ APP = "tests.chaos.rescale_app:app"
 NOTICE_S = 90  # workers notice within ~15 s; then the partitions rebalance twice
 
 
+def _partition(key: str, count: int) -> int:
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % count  # Kafka's default partitioner
+
+
 class Group:
     """Worker processes of tests/chaos/rescale_app.py sharing one app id."""
 
@@ -231,11 +235,28 @@ def expected(sent: dict[str, int]) -> set[tuple[str, int]]:
 
 async def collect_all(out: Topic, sent: dict[str, int], timeout: float = 90) -> list[Any]:
     """Every input's output, then a while longer (a duplicate comes after its first copy)."""
-    await out.wait_for_values(expected(sent), timeout, "outputs of every input")
+    wanted = expected(sent)
+    try:
+        await out.wait_for_values(wanted, timeout, "outputs of every input")
+    except AssertionError as exc:
+        missing = sorted(wanted - {(k, v["value"]) for k, v, _ in decoded(out.records)})
+        keys: dict[str, list[int]] = {}
+        for key, seq in missing:
+            keys.setdefault(key, []).append(seq)
+        where = [
+            f"{_where(k)}: {len(s)} of {sent[k]}, seq {s[:3]}..{s[-1]}"
+            for k, s in sorted(keys.items())
+        ]
+        raise AssertionError(f"{exc}; {len(missing)} missing:\n" + "\n".join(where)) from None
     deadline = time.monotonic() + 1.5
     while time.monotonic() < deadline:
         await out.poll()
     return out.records
+
+
+def _where(key: str) -> str:
+    """A key with its partitions at 4, 8 and 12 partitions (where it moved)."""
+    return f"{key} (partition {'/'.join(str(_partition(key, n)) for n in (4, 8, 12))} of 4/8/12)"
 
 
 def check_outputs(records: list[Any], sent: dict[str, int], *, duplicates: bool) -> None:
@@ -250,17 +271,21 @@ def check_outputs(records: list[Any], sent: dict[str, int], *, duplicates: bool)
         outputs = by_key.get(key, [])
         broken = [(seq, count) for _, seq, count in outputs if seq != count]
         if broken:
-            problems.append(f"{key}: counter broke, (seq, count) {broken[:5]}")
+            problems.append(f"{_where(key)}: counter broke, (seq, count) {broken[:5]}")
         seqs = [seq for _, seq, _ in outputs]
         lost = sorted(set(range(1, last + 1)) - set(seqs))
         if lost:
-            problems.append(f"{key}: {len(lost)} inputs without an output, seq {lost[:5]}")
+            problems.append(f"{_where(key)}: {len(lost)} inputs without an output: {lost[:5]}")
         if not duplicates and len(seqs) != len(set(seqs)):
-            problems.append(f"{key}: {len(seqs) - len(set(seqs))} duplicate outputs")
-        for partition in {p for p, _, _ in outputs}:
+            problems.append(f"{_where(key)}: {len(seqs) - len(set(seqs))} duplicate outputs")
+        for partition in sorted({p for p, _, _ in outputs}):
             firsts = list(dict.fromkeys(seq for p, seq, _ in outputs if p == partition))
-            if firsts != sorted(firsts):
-                problems.append(f"{key}: out of order on output partition {partition}: {firsts}")
+            wrong = next((i for i in range(1, len(firsts)) if firsts[i] < firsts[i - 1]), None)
+            if wrong is not None:
+                problems.append(
+                    f"{_where(key)}: out of order on output partition {partition}: "
+                    f"... {firsts[max(wrong - 3, 0) : wrong + 4]} ..."
+                )
     assert not problems, f"{len(problems)} problems:\n" + "\n".join(problems[:20])
 
 
@@ -392,10 +417,6 @@ async def test_worker_sigkilled_mid_migration_exactly_once(
     group = group_factory("exactly_once")
     records, sent = await _sigkill_mid_migration(group, "read_committed")
     check_outputs(records, sent, duplicates=False)
-
-
-def _partition(key: str, count: int) -> int:
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % count  # Kafka's default partitioner
 
 
 async def test_record_on_a_moved_key_s_old_partition_reaches_its_new_owner(
