@@ -130,8 +130,14 @@ async def wait_for_layout(
                 f"input topic {app.input_topic!r} has {partitions}: was the topic recreated? "
                 "See 'Scaling: workers and partitions' in docs/operations.md"
             )
+        elif layout.partitions < partitions and layout.migrating:  # one migration at a time
+            state = ("before", layout.previous, layout.partitions, len(layout.moved))
+            line = (
+                f"migration {layout.previous} -> {layout.partitions}: {len(layout.moved)}/"
+                f"{layout.partitions} partitions moved (then to {partitions})"
+            )
         elif layout.partitions < partitions:
-            state = ("behind", layout.partitions, layout.migrating)
+            state = ("behind", layout.partitions)
             line = (
                 f"waiting for the workers of {app.name} to notice {partitions} partitions "
                 f"(its keys are laid out for {layout.partitions})"

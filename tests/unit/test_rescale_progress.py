@@ -99,6 +99,19 @@ async def test_a_layout_behind_the_topic_is_waited_for(layouts: list[Layout | No
     ]
 
 
+async def test_a_migration_under_way_to_fewer_is_followed_first(
+    layouts: list[Layout | None],
+) -> None:
+    """Scenario: the topic goes to 12 while the keys still move from 4 to 8.
+    We expect: that migration's progress, saying 12 comes next, then the one to 12."""
+    layouts += [Layout(8, 4, frozenset({1})), Layout(12, 8), Layout(12, 8, frozenset(range(12)))]
+    assert await _wait(12, None) == [
+        "migration 4 -> 8: 1/8 partitions moved (then to 12)",
+        "migration 8 -> 12: 0/12 partitions moved",
+        "done: shop's keys are spread over 12 partitions",
+    ]
+
+
 async def test_nothing_recorded_and_nothing_to_change_is_done_at_once(
     layouts: list[Layout | None],
 ) -> None:
