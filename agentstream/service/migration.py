@@ -65,6 +65,8 @@ _HANDOFF: Final = "\x00handoff"
 _DONE: Final = "\x00done"
 _FORWARD: Final = "\x00forward"
 _REFRESH_S: Final = 5.0
+_CHECK_S: Final = 1.0  # how often a misplaced key may refresh the input topic's metadata
+_HOMES_CACHED: Final = 100_000
 
 
 class KeyMoved(Event):
@@ -111,6 +113,10 @@ class Migration:
         self._w = worker
         self.layout: Layout | None = None
         self.active = False  # a migration ran: records may need forwarding or holding
+        self.watching = False  # keys are checked against the layout (not on Tansu)
+        self.stopped: set[TopicPartition] = set()  # paused: the input topic grew
+        self._homes: dict[bytes, int] = {}  # key -> partition in the layout (a cache)
+        self._checked = 0.0
         self._status: dict[int, _Status] = {}
         self._held: dict[int, dict[int, _Held]] = {}
         self._refreshed = 0.0
@@ -141,7 +147,9 @@ class Migration:
         w = self._w
         assert w._consumer is not None and w._producer is not None
         layout = await self.read()
-        count = w.input_partitions()
+        # The broker's count: this member's metadata may not show what the leader saw.
+        counts = await topic_counts(w._bootstrap, w._client, [w.app.input_topic])
+        count = max(counts.get(w.app.input_topic, 0), w.input_partitions(), max(parts) + 1)
         if count < layout.partitions:
             w._fail(fewer_partitions(w.app.name, w.app.input_topic, count, layout))
             return None
@@ -189,6 +197,9 @@ class Migration:
             await w._producer.client.force_metadata_update()
         self.layout = layout
         self.active = layout.previous != layout.partitions
+        self.watching = True
+        self._homes.clear()
+        self.stopped.clear()
         w.metrics.migration_in_progress.set(1 if layout.migrating else 0)
         return {p for p in parts if p < layout.partitions}
 
@@ -218,6 +229,7 @@ class Migration:
         self._w.metrics.migration_keys_to_move.set(self.keys_to_move)
 
     def forget(self, parts: set[int]) -> None:
+        self.stopped = {tp for tp in self.stopped if tp.partition not in parts}
         for q in parts:
             self._status.pop(q, None)
             self._held.pop(q, None)
@@ -236,35 +248,83 @@ class Migration:
     # -- records --------------------------------------------------------------------------
 
     async def takes(self, message: Any) -> bool:
-        """Whether an input record is forwarded or held instead of processed here now."""
+        """Whether an input record is forwarded or held instead of processed here now.
+
+        By its key's partition in the old layout (``home``) and the new one: a key that
+        stays is processed; a key that leaves is processed up to the fence (its records
+        from before its producers switched), then handed over and its records forwarded;
+        a key that arrives is held until its home's handoff is done (wherever its record
+        is, before the fence or after: a producer may switch before the fence is taken).
+        A key that neither layout puts here (another partitioner) is processed here.
+        """
         raw_key = message.key
         if raw_key is None:
             return False
         q = message.partition
-        status = self._status.get(q)
         layout = self.layout
-        if status is None or layout is None:
+        assert layout is not None
+        destination = self._homes.get(raw_key)
+        if destination is None:
+            destination = partition_for(raw_key, layout.partitions)
+            if len(self._homes) >= _HOMES_CACHED:
+                self._homes.clear()
+            self._homes[raw_key] = destination
+        status = self._status.get(q)
+        if status is None or status.done:  # no migration here (any more)
+            if destination == q:
+                return False
+            if self.active and partition_for(raw_key, layout.previous) == q:
+                await self._forward(message, destination, stale=True)
+                return True
+            return await self._grew(message)
+        home = partition_for(raw_key, layout.previous)
+        if destination == q:
+            if home == q or home in status.arrived:
+                return False
+            self._held[q].setdefault(home, _Held()).direct.append(message)
+            return True
+        if home != q:
             return False
-        n, m = layout.previous, layout.partitions
-        old = q < n and message.offset < layout.fences[q]
+        old = message.offset < layout.fences[q]
         if not status.split:
             if old:
                 return False
             await self._split(q)
-        destination = partition_for(raw_key, m)
-        if destination != q:
-            if not old:
-                self._w.metrics.migration_stale_inputs.inc()
-            value = dumps(
-                [_FORWARD, q, input_id(message), raw_key, message.value, message.timestamp]
+        await self._forward(message, destination, stale=not old)
+        return True
+
+    async def _forward(self, message: Any, destination: int, stale: bool) -> None:
+        """Send an input to its key's partition (stale: it came after the fence)."""
+        if stale:
+            self._w.metrics.migration_stale_inputs.inc()
+        q, raw_key = message.partition, message.key
+        value = dumps([_FORWARD, q, input_id(message), raw_key, message.value, message.timestamp])
+        await self._w.output.send_internal(q, destination, raw_key, value)
+
+    async def _grew(self, message: Any) -> bool:
+        """A record whose key the layout puts on another partition: a producer that saw
+        more partitions than the app (stop reading the partition until the rebalance that
+        moves the keys), or one with another partitioner (processed here)."""
+        w = self._w
+        assert w._consumer is not None and self.layout is not None
+        topic = w.app.input_topic
+        now = time.monotonic()
+        if now - self._checked >= _CHECK_S:  # at most this often: metadata requests
+            self._checked = now
+            await w._consumer._client.force_metadata_update()
+        if len(w._consumer.partitions_for_topic(topic) or ()) <= self.layout.partitions:
+            return False
+        tp = TopicPartition(topic, message.partition)
+        w._consumer.seek(tp, message.offset)
+        w._consumer.pause(tp)
+        if tp not in self.stopped:
+            log.info(
+                "input partition %d: a record of the grown input topic; waiting for the "
+                "rebalance that moves the keys",
+                message.partition,
             )
-            await self._w.output.send_internal(q, destination, raw_key, value)
-            return True
-        source = partition_for(raw_key, n)
-        if not status.done and source != q and source not in status.arrived:
-            self._held[q].setdefault(source, _Held()).direct.append(message)
-            return True
-        return False
+        self.stopped.add(tp)
+        return True
 
     async def on_control(self, message: Any, decoded: list[Any]) -> None:
         """A handoff, the end of a source's handoffs, or a forwarded input, for partition
@@ -363,11 +423,13 @@ class Migration:
     def _leaving(self, q: int) -> dict[Hashable, int]:
         """The keys of partition ``q`` whose new partition is another: key -> partition."""
         assert self._w._key_state is not None and self.layout is not None
-        m = self.layout.partitions
+        n, m = self.layout.previous, self.layout.partitions
         leaving = {}
         for _, key in self._w._key_state.keys_of(q):
             raw_key = encode_key(key)
-            if raw_key is not None and (d := partition_for(raw_key, m)) != q:
+            if raw_key is None or partition_for(raw_key, n) != q:
+                continue  # null keys, and keys that another partitioner put here, stay
+            if (d := partition_for(raw_key, m)) != q:
                 leaving[key] = d
         return leaving
 

@@ -295,6 +295,8 @@ class Worker(PartitionDuties):
                                 self._consumer.seek(tp, message.offset)
                             break
                         await handle(message)
+                        if self._migration.stopped and tp in self._migration.stopped:
+                            break  # the input topic grew: the next rebalance moves keys
                         self._positions[tp] = message.offset + 1
                 if self._migration.active:
                     await self._migration.tick()
@@ -318,7 +320,9 @@ class Worker(PartitionDuties):
         inputs = [
             tp
             for tp in self._consumer.assignment()
-            if tp.topic == self.app.input_topic and tp.partition in self._assigned
+            if tp.topic == self.app.input_topic
+            and tp.partition in self._assigned
+            and tp not in self._migration.stopped
         ]
         if full:
             self._consumer.pause(*inputs)
@@ -327,7 +331,7 @@ class Worker(PartitionDuties):
         self._paused = full
 
     async def _on_input_message(self, message: Any) -> None:
-        if self._migration.active and await self._migration.takes(message):
+        if self._migration.watching and await self._migration.takes(message):
             return  # held until its key's state arrives, or sent to the key's partition
         await self._admit(message)
 
