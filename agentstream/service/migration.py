@@ -67,6 +67,10 @@ _FORWARD: Final = "\x00forward"
 _REFRESH_S: Final = 5.0
 _CHECK_S: Final = 1.0  # how often a misplaced key may refresh the input topic's metadata
 _HOMES_CACHED: Final = 100_000
+DRAIN_S: Final = 30.0
+"""How long a source at its fence lets the keys that leave finish their inputs in flight
+before it moves them as they are (their completed actions then replay at the new owner,
+and under at-least-once their outputs may repeat)."""
 
 
 class KeyMoved(Event):
@@ -117,6 +121,11 @@ class Migration:
         self.stopped: set[TopicPartition] = set()  # paused: the input topic grew
         self._homes: dict[bytes, int] = {}  # key -> partition in the layout (a cache)
         self._checked = 0.0
+        # Sources at their fence, waiting for the keys that leave to finish what they
+        # have (no input re-run, no output repeated), up to a deadline: partition ->
+        # (deadline, leaving keys); and the records of those keys that came since.
+        self._splitting: dict[int, tuple[float, dict[Hashable, int]]] = {}
+        self._outbox: dict[int, list[Any]] = {}
         self._status: dict[int, _Status] = {}
         self._held: dict[int, dict[int, _Held]] = {}
         self._refreshed = 0.0
@@ -231,6 +240,8 @@ class Migration:
     def forget(self, parts: set[int]) -> None:
         self.stopped = {tp for tp in self.stopped if tp.partition not in parts}
         for q in parts:
+            self._splitting.pop(q, None)
+            self._outbox.pop(q, None)
             self._status.pop(q, None)
             self._held.pop(q, None)
 
@@ -289,7 +300,9 @@ class Migration:
         if not status.split:
             if old:
                 return False
-            await self._split(q)
+            self._start_split(q)  # at the fence: the key's records wait for its handoff
+            self._outbox.setdefault(q, []).append(message)
+            return True
         await self._forward(message, destination, stale=not old)
         return True
 
@@ -312,6 +325,8 @@ class Migration:
         if now - self._checked >= _CHECK_S:  # at most this often: metadata requests
             self._checked = now
             await w._consumer._client.force_metadata_update()
+            if message.partition not in w._assigned:
+                return True  # revoked meanwhile: its new owner reads the record
         if len(w._consumer.partitions_for_topic(topic) or ()) <= self.layout.partitions:
             return False
         tp = TopicPartition(topic, message.partition)
@@ -374,12 +389,15 @@ class Migration:
             return
         for q, status in list(self._status.items()):
             if not status.split:
-                tp = TopicPartition(w.app.input_topic, q)
-                position = w._positions.get(tp)
-                if position is None:
-                    assert w._consumer is not None
-                    position = await w._consumer.position(tp)
-                if position >= layout.fences[q] and q in self._status:
+                if q not in self._splitting:
+                    tp = TopicPartition(w.app.input_topic, q)
+                    position = w._positions.get(tp)
+                    if position is None:
+                        assert w._consumer is not None
+                        position = await w._consumer.position(tp)
+                    if position >= layout.fences[q] and q in self._status:
+                        self._start_split(q)
+                if q in self._splitting and self._drained(q):
                     await self._split(q)
             elif not status.done:
                 await self._finish(q)
@@ -391,10 +409,14 @@ class Migration:
 
     def pinned(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
         """``positions`` never past a record held here (re-read after a crash)."""
-        if not any(self._held.values()):
+        if not any(self._held.values()) and not any(self._outbox.values()):
             return positions
         pinned = dict(positions)
         app = self._w.app
+        for q, messages in self._outbox.items():
+            tp = TopicPartition(app.input_topic, q)
+            if messages and tp in pinned:
+                pinned[tp] = min(pinned[tp], messages[0].offset)
         for q, by_source in self._held.items():
             for held in by_source.values():
                 for tp, offsets in (
@@ -433,13 +455,34 @@ class Migration:
                 leaving[key] = d
         return leaving
 
+    def _start_split(self, q: int) -> None:
+        if q not in self._splitting:
+            self._splitting[q] = (time.monotonic() + DRAIN_S, self._leaving(q))
+
+    def _drained(self, q: int) -> bool:
+        """Whether the keys leaving ``q`` are idle, or it is time to move them as they are."""
+        deadline, leaving = self._splitting[q]
+        if time.monotonic() >= deadline:
+            return True
+        key_state = self._w._key_state
+        assert key_state is not None
+        for key in leaving:
+            record = key_state.get((q, key))
+            if record is not None and record.current is not None:
+                return False
+        return True
+
     async def _split(self, q: int) -> None:
         """Hand the keys that leave partition ``q`` to their partitions (its fence is
-        reached: every record of the old layout is accepted)."""
+        reached: every record of the old layout is accepted; what the keys still have in
+        flight moves with them, completed actions replaying), then the records of theirs
+        that came since, then say it is done."""
         w = self._w
         layout = self.layout
         assert layout is not None and w._key_state is not None and w._action_states is not None
-        leaving = self._leaving(q)
+        _, leaving = self._splitting.pop(q, (0.0, None))
+        if leaving is None:
+            leaving = self._leaving(q)
         await w.operator.cancel(lambda r: r.partition == q and r.key in leaving)
         store, output = w.store, w.output
         for key, destination in leaving.items():
@@ -447,6 +490,8 @@ class Migration:
             entries = w._key_state.export(slot)
             value = dumps([_HANDOFF, q, layout.partitions, entries])
             await output.send_internal(q, destination, encode_key(key), value)
+            if q not in w._assigned:
+                return  # revoked meanwhile: its new owner hands the keys over again
             for raw_key, _ in entries:
                 if raw_key[:1] != b"r":  # runs: garbage once the record is gone
                     store.delete(q, raw_key)
@@ -458,6 +503,9 @@ class Migration:
             if w._event_logger is not None:
                 record = _moved_record(key, q, destination, layout.partitions)
                 w._event_logger.append(record)
+        for message in self._outbox.pop(q, []):
+            destination = partition_for(message.key, layout.partitions)
+            await self._forward(message, destination, stale=True)
         for d in layout.destinations(q):
             await output.send_internal(q, d, None, dumps([_DONE, q, layout.partitions]))
         w.metrics.migration_keys_to_move.set(self.keys_to_move)
@@ -499,6 +547,8 @@ class Migration:
         log.info("partition %d moved to the layout of %d partitions", q, layout.partitions)
 
     def _save(self, q: int) -> None:
+        if q not in self._w._assigned:
+            return  # revoked meanwhile: its new owner goes on from the last saved status
         s = self._status[q]
         value = {
             "partitions": s.partitions,

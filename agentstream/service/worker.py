@@ -295,8 +295,10 @@ class Worker(PartitionDuties):
                                 self._consumer.seek(tp, message.offset)
                             break
                         await handle(message)
-                        if self._migration.stopped and tp in self._migration.stopped:
-                            break  # the input topic grew: the next rebalance moves keys
+                        if tp.partition not in self._assigned or (
+                            self._migration.stopped and tp in self._migration.stopped
+                        ):
+                            break  # revoked while it waited, or the input topic grew
                         self._positions[tp] = message.offset + 1
                 if self._migration.active:
                     await self._migration.tick()
@@ -338,6 +340,8 @@ class Worker(PartitionDuties):
     async def _admit(self, message: Any, ident: str | None = None) -> None:
         """Decode an input record and hand it to the operator (``ident``: the id of a
         record forwarded from another partition, which has no offset here)."""
+        if message.partition not in self._assigned:
+            return  # revoked while the migration waited on the broker: its new owner reads it
         try:
             value = self._in_codec.decode(message.value) if message.value is not None else None
         except Exception as exc:
