@@ -184,6 +184,9 @@ class Feed:
 
     async def switch(self, partitions: int) -> None:
         """Flush, and produce from now on with a producer that sees ``partitions``."""
+        assert self._task is not None
+        if self._task.done():
+            await self._task  # raises what stopped it
         done = asyncio.get_running_loop().create_future()
         self._switch = (partitions, done)
         await asyncio.wait_for(done, 30)
@@ -265,8 +268,10 @@ def check_outputs(records: list[Any], sent: dict[str, int], *, duplicates: bool)
     shows a key's outputs in input order; repeated outputs only where ``duplicates``."""
     problems: list[str] = []
     by_key: dict[str, list[tuple[int, int, int]]] = {}
-    for record, (key, value, _) in zip(records, decoded(records), strict=True):
+    ids: dict[tuple[str, int], set[str]] = {}
+    for record, (key, value, headers) in zip(records, decoded(records), strict=True):
         by_key.setdefault(key, []).append((record.partition, value["value"], value["count"]))
+        ids.setdefault((key, value["value"]), set()).add(headers.get("agentstream-event-id", ""))
     for key, last in sent.items():
         outputs = by_key.get(key, [])
         broken = [(seq, count) for _, seq, count in outputs if seq != count]
@@ -276,8 +281,15 @@ def check_outputs(records: list[Any], sent: dict[str, int], *, duplicates: bool)
         lost = sorted(set(range(1, last + 1)) - set(seqs))
         if lost:
             problems.append(f"{_where(key)}: {len(lost)} inputs without an output: {lost[:5]}")
-        if not duplicates and len(seqs) != len(set(seqs)):
-            problems.append(f"{_where(key)}: {len(seqs) - len(set(seqs))} duplicate outputs")
+        repeated = sorted({seq for seq in seqs if seqs.count(seq) > 1})
+        if repeated and not duplicates:
+            same = all(len(ids[key, seq]) == 1 for seq in repeated)
+            problems.append(
+                f"{_where(key)}: duplicate outputs of seq {repeated[:5]} "
+                f"({'same event id: replayed' if same else 'DIFFERENT event ids'})"
+            )
+        elif any(len(ids[key, seq]) > 1 for seq in repeated):  # a repeat is the same output
+            problems.append(f"{_where(key)}: seq {repeated[:5]} output with different event ids")
         for partition in sorted({p for p, _, _ in outputs}):
             firsts = list(dict.fromkeys(seq for p, seq, _ in outputs if p == partition))
             wrong = next((i for i in range(1, len(firsts)) if firsts[i] < firsts[i - 1]), None)
@@ -343,7 +355,8 @@ async def test_partitions_raised_twice_under_load_keep_every_key_s_memory_and_or
     4 to 8 partitions through the admin client (as `kafka-topics --alter` does), the
     migration finishes, then to 12 with `agentstream rescale APP --partitions 12`; the
     producer switches to each new count. Then it stops.
-    We expect: the command prints its progress and exits 0; every key's counter continues
+    We expect: the command prints its progress and exits 0; the internal events and
+    changelog topics follow the input topic to 12; every key's counter continues
     exactly (each output's count is its input's seq: no reset, no gap), each key's outputs
     come in input order, every input has its output, and none is duplicated."""
     group = group_factory("at_least_once")
@@ -363,9 +376,15 @@ async def test_partitions_raised_twice_under_load_keep_every_key_s_memory_and_or
         records = await collect_all(out, sent)
     assert any("8 -> 12 partitions" in line for line in lines), lines
     progress = [line for line in lines if line.startswith("migration ")]
+    assert progress, lines  # a migration spans rebalances: seconds, the command reads each
     assert all(re.fullmatch(r"migration 8 -> 12: \d+/12 partitions moved", p) for p in progress)
     assert lines[-1] == f"done: {group.name}'s keys are spread over 12 partitions", lines
     check_outputs(records, sent, duplicates=False)
+    internal = [f"{group.name}-events", f"{group.name}-state-changelog"]
+    async with admin_client(group.bootstrap) as admin:
+        described = await admin.describe_topics(internal)
+    counts = {t["topic"]: len(t["partitions"]) for t in described}
+    assert counts == dict.fromkeys(internal, 12), counts  # co-partitioned again
 
 
 async def _sigkill_mid_migration(group: Group, isolation: str) -> tuple[list[Any], dict[str, int]]:
