@@ -199,6 +199,7 @@ class PartitionDuties:
 
     async def _forget(self, parts: set[int], abort: bool) -> None:
         """Let go of ``parts`` locally: their producers, state and positions."""
+        self._assigned -= parts  # first: nothing reads or writes their state from now on
         await self.operator.cancel(lambda record: record.partition in parts)
         if self._exactly_once:
             self.operator.forget_finished(lambda slot: slot[0] in parts)  # type: ignore[index]
@@ -211,7 +212,6 @@ class PartitionDuties:
         assert self._key_state is not None
         self._key_state.forget(parts)
         self._migration.forget(parts)
-        self._assigned -= parts
         self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
 
     async def _commit_loop(self) -> None:
@@ -241,6 +241,9 @@ class PartitionDuties:
         self.ready.clear()
         if not parts or self._operator is None:
             return
+        # First: the consuming, which may be waiting on the broker mid-record (a migration
+        # forwarding a record), takes no more of their records from now on.
+        self._assigned -= parts
         await self.operator.cancel(lambda record: record.partition in parts)
         with contextlib.suppress(KafkaError, BrokerError):
             await self._commit()
