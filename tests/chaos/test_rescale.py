@@ -72,6 +72,13 @@ class Group:
         self.live.append(worker)
         return worker.start()
 
+    async def ready(self, worker: WorkerProcess, timeout: float = 90) -> WorkerProcess:
+        """``worker.ready``, saying on failure what its /health answered."""
+        try:
+            return await worker.ready(timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; its /health: {_health(worker)}") from None
+
     def kill(self, worker: WorkerProcess) -> None:
         self.live.remove(worker)
         worker.kill()
@@ -405,7 +412,7 @@ async def _sigkill_mid_migration(group: Group, isolation: str) -> tuple[list[Any
         layout = await group.layout()
         assert layout.migrating, f"the migration ended before the kill: {layout}"
         group.kill(one)
-        await group.start("one").ready(90)
+        await group.ready(group.start("one"))
         await group.migrated(8)
         await out.wait_for(len(out.records) + 200, 60, "outputs after the migration")
         sent = await feed.stop()
