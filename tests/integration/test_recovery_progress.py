@@ -80,6 +80,7 @@ async def test_health_503_body_carries_the_recovery_progress() -> None:
         error=None,
         ready=asyncio.Event(),
         recovery_progress=lambda: Worker.recovery_progress(SimpleNamespace(_store=store)),  # type: ignore[arg-type]
+        migration_progress=lambda: None,
     )
     port = free_port()
     server = WebServer(worker, "127.0.0.1", port)
@@ -94,4 +95,5 @@ async def test_health_503_body_carries_the_recovery_progress() -> None:
             {"partition": 0, "read": 1200, "to_read": 50000, "rate": 9000},
             {"partition": 3, "read": 0, "to_read": None, "rate": 0},
         ],
+        "migration": None,
     }
