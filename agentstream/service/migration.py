@@ -28,6 +28,7 @@ and the destination's offsets are never committed past a record it holds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Hashable
@@ -65,8 +66,9 @@ _HANDOFF: Final = "\x00handoff"
 _DONE: Final = "\x00done"
 _FORWARD: Final = "\x00forward"
 _REFRESH_S: Final = 5.0
-_CHECK_S: Final = 1.0  # how often a misplaced key may refresh the input topic's metadata
-_HOMES_CACHED: Final = 100_000
+_CHECK_S: Final = 0.02  # how often a misplaced key may refresh the input topic's metadata
+_CLOCK_MARGIN_S: Final = 1.0  # producers' clocks may be this far behind the worker's
+_HOMES_CACHED: Final = 50_000
 DRAIN_S: Final = 30.0
 """How long a source at its fence lets the keys that leave finish their inputs in flight
 before it moves them as they are (their completed actions then replay at the new owner,
@@ -120,7 +122,8 @@ class Migration:
         self.watching = False  # keys are checked against the layout (not on Tansu)
         self.stopped: set[TopicPartition] = set()  # paused: the input topic grew
         self._homes: dict[bytes, int] = {}  # key -> partition in the layout (a cache)
-        self._checked = 0.0
+        self._checked = 0.0  # when the input topic's metadata was last refreshed
+        self._checked_at = 0.0  # the same, in wall-clock time
         # Sources at their fence, waiting for the keys that leave to finish what they
         # have (no input re-run, no output repeated), up to a deadline: partition ->
         # (deadline, leaving keys); and the records of those keys that came since.
@@ -131,6 +134,7 @@ class Migration:
         self._refreshed = 0.0
         self.keys_moved = 0
         self.keys_to_move = 0
+        self._to_move: dict[int, int] = {}  # partition -> keys it has to hand over
 
     # -- the layout and the assignment ---------------------------------------------------
 
@@ -227,14 +231,17 @@ class Migration:
                     status = _Status(
                         layout.partitions, saved["split"], set(saved["arrived"]), saved["done"]
                     )
-            if not layout.migrating and raw is None:
-                status.done = True  # the partition moved before its status was recorded
+            if not layout.migrating:  # every partition has moved
+                status.split = status.done = True
             if q >= layout.previous:
                 status.split = True  # a new partition: no keys of the old layout
             self._status[q] = status
             self._held[q] = {}
-            if not status.split:
-                self.keys_to_move += len(self._leaving(q))
+            self._to_move[q] = 0 if status.split else len(self._leaving(q))
+        self._count_to_move()
+
+    def _count_to_move(self) -> None:
+        self.keys_to_move = sum(self._to_move.values())
         self._w.metrics.migration_keys_to_move.set(self.keys_to_move)
 
     def forget(self, parts: set[int]) -> None:
@@ -244,6 +251,8 @@ class Migration:
             self._outbox.pop(q, None)
             self._status.pop(q, None)
             self._held.pop(q, None)
+            self._to_move.pop(q, None)
+        self._count_to_move()
 
     def resumable(self, slot: Any) -> bool:
         """Whether a key's input in flight may resume here now (not a key whose handoff
@@ -257,6 +266,18 @@ class Migration:
         return source == q or source in status.arrived
 
     # -- records --------------------------------------------------------------------------
+
+    def settled(self, message: Any) -> bool:
+        """Whether an input record is processed here at once (the common case, checked
+        without a coroutine): no key, or no migration on its partition and its key's
+        partition in the layout is this one."""
+        raw_key = message.key
+        if raw_key is None:
+            return True
+        status = self._status.get(message.partition)
+        if status is not None and not status.done:
+            return False
+        return self._homes.get(raw_key) == message.partition
 
     async def takes(self, message: Any) -> bool:
         """Whether an input record is forwarded or held instead of processed here now.
@@ -284,10 +305,12 @@ class Migration:
         if status is None or status.done:  # no migration here (any more)
             if destination == q:
                 return False
+            if await self._grew(message):
+                return True
             if self.active and partition_for(raw_key, layout.previous) == q:
                 await self._forward(message, destination, stale=True)
                 return True
-            return await self._grew(message)
+            return False
         home = partition_for(raw_key, layout.previous)
         if destination == q:
             if home == q or home in status.arrived:
@@ -315,15 +338,24 @@ class Migration:
         await self._w.output.send_internal(q, destination, raw_key, value)
 
     async def _grew(self, message: Any) -> bool:
-        """A record whose key the layout puts on another partition: a producer that saw
-        more partitions than the app (stop reading the partition until the rebalance that
-        moves the keys), or one with another partitioner (processed here)."""
+        """A record whose key the layout puts on another partition: from a producer that
+        saw more partitions than the app, stop reading the partition (True) until the
+        rebalance that moves the keys; else (False) it is a stale producer's, or one with
+        another partitioner's.
+
+        The input topic's metadata is refreshed unless the last refresh began after the
+        record was written (its timestamp, less a margin for clocks): a refresh that old
+        may miss the new partitions its producer saw.
+        """
         w = self._w
         assert w._consumer is not None and self.layout is not None
         topic = w.app.input_topic
-        now = time.monotonic()
-        if now - self._checked >= _CHECK_S:  # at most this often: metadata requests
-            self._checked = now
+        written = message.timestamp / 1000 if message.timestamp is not None else time.time()
+        if self._checked_at <= written + _CLOCK_MARGIN_S:
+            wait = self._checked + _CHECK_S - time.monotonic()
+            if wait > 0:  # metadata requests at most this often
+                await asyncio.sleep(wait)
+            self._checked, self._checked_at = time.monotonic(), time.time()
             await w._consumer._client.force_metadata_update()
             if message.partition not in w._assigned:
                 return True  # revoked meanwhile: its new owner reads the record
@@ -498,7 +530,7 @@ class Migration:
             w._key_state.forget_slot(slot)
             w._action_states.forget_slot(slot)
             self.keys_moved += 1
-            self.keys_to_move = max(self.keys_to_move - 1, 0)
+            self._to_move[q] = max(self._to_move.get(q, 0) - 1, 0)
             w.metrics.migration_keys_moved.inc()
             if w._event_logger is not None:
                 record = _moved_record(key, q, destination, layout.partitions)
@@ -508,7 +540,7 @@ class Migration:
             await self._forward(message, destination, stale=True)
         for d in layout.destinations(q):
             await output.send_internal(q, d, None, dumps([_DONE, q, layout.partitions]))
-        w.metrics.migration_keys_to_move.set(self.keys_to_move)
+        self._count_to_move()
         status = self._status[q]
         status.split = True
         self._save(q)

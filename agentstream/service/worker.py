@@ -333,7 +333,8 @@ class Worker(PartitionDuties):
         self._paused = full
 
     async def _on_input_message(self, message: Any) -> None:
-        if self._migration.watching and await self._migration.takes(message):
+        migration = self._migration
+        if migration.watching and not migration.settled(message) and await migration.takes(message):
             return  # held until its key's state arrives, or sent to the key's partition
         await self._admit(message)
 
