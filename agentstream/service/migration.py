@@ -69,6 +69,9 @@ _REFRESH_S: Final = 5.0
 _CHECK_S: Final = 0.02  # how often a misplaced key may refresh the input topic's metadata
 _CLOCK_MARGIN_S: Final = 1.0  # producers' clocks may be this far behind the worker's
 _HOMES_CACHED: Final = 50_000
+SPLIT_GRACE_S: Final = 2.0
+"""How long after reaching its fence a source keeps collecting the leaving keys' records
+before it hands them over (producers that switch a little after the migration began)."""
 DRAIN_S: Final = 30.0
 """How long a source at its fence lets the keys that leave finish their inputs in flight
 before it moves them as they are (their completed actions then replay at the new owner,
@@ -489,15 +492,26 @@ class Migration:
 
     def _start_split(self, q: int) -> None:
         if q not in self._splitting:
-            self._splitting[q] = (time.monotonic() + DRAIN_S, self._leaving(q))
+            self._splitting[q] = (time.monotonic(), self._leaving(q))
 
     def _drained(self, q: int) -> bool:
-        """Whether the keys leaving ``q`` are idle, or it is time to move them as they are."""
-        deadline, leaving = self._splitting[q]
-        if time.monotonic() >= deadline:
+        """Whether the keys leaving ``q`` may be handed over: the partition read to its end
+        at least ``SPLIT_GRACE_S`` after the fence (records that producers switching late
+        still wrote to it travel before the handoff's end, so before their newer records)
+        and the keys idle; or it is time to move them as they are."""
+        started, leaving = self._splitting[q]
+        now = time.monotonic()
+        if now >= started + DRAIN_S:
             return True
-        key_state = self._w._key_state
-        assert key_state is not None
+        if now < started + SPLIT_GRACE_S:
+            return False
+        w = self._w
+        assert w._consumer is not None and w._key_state is not None
+        tp = TopicPartition(w.app.input_topic, q)
+        end, position = w._consumer.highwater(tp), w._positions.get(tp)
+        if end is not None and position is not None and position < end:
+            return False
+        key_state = w._key_state
         for key in leaving:
             record = key_state.get((q, key))
             if record is not None and record.current is not None:

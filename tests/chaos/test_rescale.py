@@ -65,7 +65,9 @@ async def test_partitions_raised_twice_under_load_keep_every_key_s_memory_and_or
     We expect: the command prints its progress and exits 0; the internal events and
     changelog topics follow the input topic to 12; every key's counter continues
     exactly (each output's count is its input's seq: no reset, no gap), each key's outputs
-    come in input order, every input has its output, and none is duplicated."""
+    come in input order, every input has its output. At-least-once: a rebalance may send
+    an output of an input in flight again, the same output (same event id: its action
+    replayed, not run again, as the counter shows)."""
     group = group_factory("at_least_once")
     await group.start_two()
     async with (
@@ -86,7 +88,7 @@ async def test_partitions_raised_twice_under_load_keep_every_key_s_memory_and_or
     assert progress, lines  # a migration spans rebalances: seconds, the command reads each
     assert all(re.fullmatch(r"migration 8 -> 12: \d+/12 partitions moved", p) for p in progress)
     assert lines[-1] == f"done: {group.name}'s keys are spread over 12 partitions", lines
-    check_outputs(records, sent, duplicates=False)
+    check_outputs(records, sent, duplicates=True)
     internal = [f"{group.name}-events", f"{group.name}-state-changelog"]
     async with admin_client(group.bootstrap) as admin:
         described = await admin.describe_topics(internal)
@@ -178,7 +180,7 @@ async def test_record_on_a_moved_key_s_old_partition_reaches_its_new_owner(
         finally:
             await stale.stop()
         records = await collect_all(out, sent)
-    check_outputs(records, sent, duplicates=False)
+    check_outputs(records, sent, duplicates=True)  # replays of a rebalance, as above
     await wait_until(
         lambda: group.metric("agentstream_migration_stale_inputs_total") >= 1,
         10,
