@@ -103,6 +103,12 @@ class AgentApp:
         return f"{self.name}-state-changelog"
 
     @property
+    def layout_topic(self) -> str:
+        """The app's key layout (written when input partitions are added; see
+        :mod:`agentstream.service.layout`)."""
+        return f"{self.name}-layout"
+
+    @property
     def dead_letter_topic(self) -> str:
         return self.settings.dead_letter_topic or f"{self.name}-dead-letters"
 
@@ -115,6 +121,7 @@ class AgentApp:
             self.changelog_topic: n,
             self.output_topic: n,
             self.dead_letter_topic: 1,
+            self.layout_topic: 1,
         }
 
     async def create_topics(self, bootstrap: str, client_kwargs: dict[str, Any]) -> None:

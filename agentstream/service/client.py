@@ -24,7 +24,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from agentstream.errors import BrokerError, ConfigurationError
 from agentstream.service.app import AgentApp
-from agentstream.service.broker import admin_client, client_settings, ensure_topics
+from agentstream.service.broker import admin_client, client_settings
 from agentstream.service.codecs import codec_for, encode_key
 from agentstream.service.kafka_errors import kafka_errors
 
@@ -174,12 +174,8 @@ async def send_records(app: AgentApp, records: Iterable[tuple[Any, bytes, int | 
     (creating the app's topics where missing)."""
     conn = Connection.of(app)
     async with _connected(conn, "create the app's topics"):
-        await ensure_topics(
-            conn.bootstrap,
-            app.topics(),
-            replication_factor=app.settings.replication_factor,
-            client_kwargs=conn.client_kwargs,
-        )
+        # As a worker does: existing topics as they are (a grown input topic is fine).
+        await app.create_topics(conn.bootstrap, dict(conn.client_kwargs))
     await produce(conn, app.input_topic, (OutRecord(k, v, (), t) for k, v, t in records))
 
 

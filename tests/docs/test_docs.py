@@ -313,6 +313,7 @@ def test_compose_topic_init_creates_every_topic_of_the_app() -> None:
     created = {name: (partitions, rest) for name, partitions, rest in lines}
     assert set(created) == set(app.topics()), "topic-init must create exactly the app's topics"
     assert created[app.dead_letter_topic][0] == "1"
+    assert created[app.layout_topic] == ("1", " --config cleanup.policy=compact")
     for name in (app.input_topic, app.internal_topic, app.changelog_topic, app.output_topic):
         assert created[name][0] == "$$PARTITIONS", name
     assert "cleanup.policy=compact" in created[app.changelog_topic][1]
@@ -480,7 +481,7 @@ def test_k8s_topics_match_the_app_and_the_partition_count() -> None:
     partitions = int(config_map["data"]["AGENTSTREAM_PARTITIONS"])
     for name, topic in topics.items():
         assert "strimzi.io/cluster" in topic["metadata"]["labels"], name
-        expected = 1 if name == app.dead_letter_topic else partitions
+        expected = 1 if name in (app.dead_letter_topic, app.layout_topic) else partitions
         assert topic["spec"]["partitions"] == expected, name
     assert topics[app.changelog_topic]["spec"]["config"]["cleanup.policy"] == "compact"
     [sts] = _k8s("StatefulSet")
