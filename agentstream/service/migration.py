@@ -443,10 +443,11 @@ class Migration:
             w.metrics.migration_in_progress.set(1 if self.layout.migrating else 0)
 
     def pinned(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """``positions`` never past a record held here (re-read after a crash)."""
-        if not any(self._held.values()) and not any(self._outbox.values()):
-            return positions
+        """A copy of ``positions``, never past a record held here (re-read after a
+        crash)."""
         pinned = dict(positions)
+        if not any(self._held.values()) and not any(self._outbox.values()):
+            return pinned
         app = self._w.app
         for q, messages in self._outbox.items():
             tp = TopicPartition(app.input_topic, q)
