@@ -36,6 +36,7 @@ from agentstream.runtime.operator import Operator
 from agentstream.service.app import AgentApp
 from agentstream.service.broker import client_settings
 from agentstream.service.kafka_errors import kafka_errors
+from agentstream.service.output import PRODUCER_BATCH_BYTES
 from agentstream.service.settings import Settings
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
 from agentstream.service.transactions import Transactions
@@ -155,6 +156,7 @@ class PartitionDuties:
             acks="all",
             linger_ms=1,
             max_request_size=8 * 1024 * 1024,
+            max_batch_size=PRODUCER_BATCH_BYTES,
             **client_settings(self.settings.embedded_broker, self._client, kind="producer"),
             transactional_id=txn_id,
             # Right after a commit the coordinator answers the next transaction's first
