@@ -87,8 +87,10 @@ GUARANTEES = ("at_least_once", "exactly_once")
 EOS = "exactly_once"
 _broker_pid: int | None = None
 """The process of the real Kafka of the run under way (its CPU is measured too)."""
+LLM_KEYS = 5_000
+"""Keys of ``llm5k``, all in flight at once (issue 15)."""
 NAMES = (
-    "raw", "faust", "one", "three", "llm", "latency", "restart", "rss", "local",
+    "raw", "faust", "one", "three", "llm", "llm5k", "latency", "restart", "rss", "local",
     "memory", "chat", "steps",
 )  # fmt: skip
 LATENCY_RATE = 500
@@ -323,25 +325,44 @@ async def throughput(kind: str, records: int, keys: int = KEYS, **kw: Any) -> di
     }
 
 
-async def llm(waves: int, guarantee: str = "at_least_once") -> dict[str, Any]:
-    """``waves`` inputs per key, 1,000 keys; each input awaits a simulated 1 s call.
+async def llm(waves: int, guarantee: str = "at_least_once", keys: int = KEYS) -> dict[str, Any]:
+    """``waves`` inputs per key, ``keys`` keys (all in flight: the worker's concurrency cap
+    is raised to them); each input awaits a simulated 1 s call.
 
     Between the first output (end of the first wave) and the last, ``waves - 1`` waves
-    complete: inputs/s = (records - keys) / (t_last - t_first); ideal 1,000/s.
+    complete: inputs/s = (records - keys) / (t_last - t_first); ideal ``keys``/s.
     """
-    records = waves * KEYS
+    records = waves * keys
     committed = guarantee == EOS
+    extra: dict[str, Any] = {} if keys == KEYS else {"max_concurrency": keys}
     async with (
         fresh_broker() as (bootstrap, workdir),
         Outputs(bootstrap, committed=committed) as out,
     ):
-        pipeline = await start_loaded("llm", bootstrap, workdir, out, records, guarantee=guarantee)
+        pipeline = await start_loaded(
+            "llm", bootstrap, workdir, out, records, keys, guarantee=guarantee, **extra
+        )
+        first: list[float] = []
         try:
-            await out.wait_for(records, f"{records} llm outputs", pipeline)
+            await out.wait_for(
+                records,
+                f"{records} llm outputs",
+                pipeline,
+                on_first=lambda: first.append(pipeline.cpu_s()),
+            )
+            cpu_s = pipeline.cpu_s() - first[0]
+            rss = pipeline.peak_rss_mib()
         finally:
             pipeline.stop()
     seconds = out.times[-1] - out.times[0]
-    return {"records": records, "seconds": seconds, "rate": (records - KEYS) / seconds}
+    return {
+        "records": records,
+        "seconds": seconds,
+        "rate": (records - keys) / seconds,
+        "cpu_us_per_record": cpu_s / (records - keys) * 1e6,
+        "cpu_utilisation": cpu_s / seconds,
+        "peak_rss_mib": rss,
+    }
 
 
 async def latency(kind: str, seconds: float, rate: int = LATENCY_RATE, **kw: Any) -> dict[str, Any]:
@@ -520,6 +541,8 @@ async def suite(
             await each_guarantee("three", lambda g: throughput("three", n, guarantee=g))
         if "llm" in names:
             await each_guarantee("llm", lambda g: llm(cfg["waves"], g))
+        if "llm5k" in names:
+            await each_guarantee("llm5k", lambda g: llm(cfg["waves"], g, keys=LLM_KEYS))
         if "latency" in names:
             await measure("latency-faust", latency("faust", cfg["latency_s"]))
             await each_guarantee(

@@ -39,6 +39,7 @@ from agentstream.service._cli_common import (
     run,
     set_log_level,
 )
+from agentstream.service._gc import tune_gc
 from agentstream.service.app import AgentApp
 
 __all__ = ["main"]
@@ -73,6 +74,7 @@ async def _run_worker(app: AgentApp) -> None:
             if exc.errno == errno.EADDRINUSE:
                 raise _port_in_use(app.settings.web_port, "worker", "--web-port") from None
             raise
+    tune_gc()  # the app, the worker and their imports are all there by now
     try:
         await worker.run()
     finally:

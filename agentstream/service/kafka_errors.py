@@ -4,8 +4,7 @@ runs inside :func:`kafka_errors`, so no aiokafka exception leaks past the servic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from aiokafka.errors import KafkaError
 
@@ -14,19 +13,39 @@ from agentstream.errors import BrokerError
 __all__ = ["kafka_errors"]
 
 
-@contextmanager
-def kafka_errors(what: str, *, topic: str | None = None) -> Iterator[None]:
+class kafka_errors:
     """Translate what the Kafka client raises into :class:`BrokerError` (cause chained).
+
+    A class rather than a ``contextlib.contextmanager`` generator: every output and routed
+    event goes through one, and a generator-based one cost about 3 µs each.
 
     Args:
         what: what was being done, for the message ("send an output", ...).
         topic: the topic involved, if one was.
     """
-    try:
-        yield
-    except KafkaError as exc:
-        where = f" to {topic!r}" if topic else ""
-        raise BrokerError(f"could not {what}{where}: {exc!r}", topic=topic) from exc
-    except TimeoutError as exc:  # the client's own deadlines (metadata, delivery)
-        where = f" to {topic!r}" if topic else ""
-        raise BrokerError(f"could not {what}{where}: timed out", topic=topic) from exc
+
+    __slots__ = ("topic", "what")
+
+    def __init__(self, what: str, *, topic: str | None = None) -> None:
+        self.what = what
+        self.topic = topic
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, KafkaError):
+            reason = f"{exc!r}"
+        elif isinstance(exc, TimeoutError):  # the client's own deadlines (metadata, delivery)
+            reason = "timed out"
+        else:
+            return
+        where = f" to {self.topic!r}" if self.topic else ""
+        raise BrokerError(f"could not {self.what}{where}: {reason}", topic=self.topic) from exc

@@ -48,6 +48,7 @@ __all__ = [
     "HEADER_EVENT_ID",
     "HEADER_WATERMARK",
     "NO_WATERMARK",
+    "PRODUCER_BATCH_BYTES",
     "DeadLettered",
     "KafkaOutput",
 ]
@@ -58,6 +59,15 @@ HEADER_EVENT_ID = "agentstream-event-id"
 HEADER_WATERMARK = "agentstream-watermark"
 NO_WATERMARK = -(2**63)
 """Watermark header value before any input of the partition has finished (Flink's)."""
+PRODUCER_BATCH_BYTES = 512 * 1024
+"""The producers' batch size per partition (aiokafka's default is 16 KiB).
+
+An aiokafka producer has one produce request in flight per broker, holding at most one
+batch per partition, so this bounds what a partition's changelog, outputs and routed events
+move per round trip. At 16 KiB a flush of a thousand key records took tens of round trips,
+and senders finding the batch full all waited for its drain and all woke at once. Below
+Kafka's default ``message.max.bytes`` (1 MiB).
+"""
 
 
 class DeadLettered(Event):

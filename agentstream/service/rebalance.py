@@ -37,6 +37,7 @@ from agentstream.service.app import AgentApp
 from agentstream.service.broker import client_settings
 from agentstream.service.kafka_errors import kafka_errors
 from agentstream.service.migration import Migration
+from agentstream.service.output import PRODUCER_BATCH_BYTES
 from agentstream.service.settings import Settings
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
 from agentstream.service.transactions import Transactions
@@ -159,6 +160,7 @@ class PartitionDuties:
             acks="all",
             linger_ms=1,
             max_request_size=8 * 1024 * 1024,
+            max_batch_size=PRODUCER_BATCH_BYTES,
             **client_settings(self.settings.embedded_broker, self._client, kind="producer"),
             transactional_id=txn_id,
             # Right after a commit the coordinator answers the next transaction's first

@@ -54,6 +54,7 @@ from agentstream.runtime.records import (
     split_legacy,
 )
 from agentstream.serde import dumps, loads
+from agentstream.service._keypack import KeyRecordPacker
 from agentstream.state.changelog import ChangelogStore
 
 __all__ = ["ChangelogActionStateStore", "ChangelogKeyState", "Slot"]
@@ -116,6 +117,7 @@ class ChangelogKeyState:
         self._store = store
         self._busy: dict[Slot, KeyRecord] = {}
         self._busy_memory: dict[Slot, dict[str, Any] | None] = {}
+        self._packer = KeyRecordPacker()
 
     def get(self, slot: Any) -> KeyRecord | None:
         record = self._busy.get(slot)
@@ -136,11 +138,12 @@ class ChangelogKeyState:
         # only the state at flush time is encoded (a hot key's long pending queue would
         # otherwise be re-encoded on every arrival). Written after the memory: see above.
         self._store.put_deferred(
-            partition, _KEY + _key_bytes(slot[1]), lambda: encode_record(record)
+            partition, _KEY + _key_bytes(slot[1]), lambda: self._packer.encode(slot, record)
         )
         if record.current is None:
             self._busy.pop(slot, None)
             self._busy_memory.pop(slot, None)
+            self._packer.forget((slot,))
         else:
             self._busy[slot] = record
             if memory is not None:
@@ -226,11 +229,13 @@ class ChangelogKeyState:
             del self._busy[slot]
         for slot in [s for s in self._busy_memory if s[0] in doomed]:
             del self._busy_memory[slot]
+        self._packer.forget_partitions(doomed)
 
     def forget_slot(self, slot: Slot) -> None:
         """Drop the cached record of one key (it moved to another partition)."""
         self._busy.pop(slot, None)
         self._busy_memory.pop(slot, None)
+        self._packer.forget((slot,))
 
     def export(self, slot: Slot) -> list[tuple[bytes, bytes]]:
         """Every stored entry of one key: its record, memory and its current input's runs."""

@@ -56,6 +56,7 @@ from agentstream.service.output import (
     HEADER_EVENT_ID,
     HEADER_WATERMARK,
     NO_WATERMARK,
+    PRODUCER_BATCH_BYTES,
     DeadLettered,
     KafkaOutput,
 )
@@ -131,6 +132,7 @@ class Worker(PartitionDuties):
                 acks="all",
                 linger_ms=1,
                 max_request_size=8 * 1024 * 1024,
+                max_batch_size=PRODUCER_BATCH_BYTES,
                 **client_settings(s.embedded_broker, self._client, kind="producer"),
             )
             await self._producer.start()

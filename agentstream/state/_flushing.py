@@ -8,6 +8,7 @@ errors retried with backoff, any other error failing the store for good.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -30,6 +31,7 @@ class Flushing(HeldWrites):
     _pending: PendingWrites
     _durable_version: int
     _flush_task: asyncio.Task[None] | None
+    _flush_waiters: list[asyncio.Future[None]]  # of the flush task, set with it
     _producer: AIOKafkaProducer | None
     _dirty: asyncio.Event
     _flush_interval_s: float
@@ -53,8 +55,15 @@ class Flushing(HeldWrites):
         while self._durable_version < target:
             self._raise_if_failed()
             if self._flush_task is None or self._flush_task.done():
+                self._flush_waiters = []
                 self._flush_task = asyncio.create_task(self._flush_round())
-            await asyncio.shield(self._flush_task)
+                self._flush_task.add_done_callback(functools.partial(_wake, self._flush_waiters))
+            # A future of its own per caller (cancelling one cancels no other, nor the
+            # flush), woken by the round's one callback: asyncio.shield per caller made
+            # two more callbacks and a future each.
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._flush_waiters.append(waiter)
+            await waiter
 
     async def _flush_round(self) -> None:
         """One flush of everything pending, retrying transient errors."""
@@ -119,6 +128,20 @@ class Flushing(HeldWrites):
             raise type(self._failure)(
                 f"the store changelogged to {self._topic!r} failed earlier: {self._failure}"
             ) from self._failure
+
+
+def _wake(waiters: list[asyncio.Future[None]], task: asyncio.Task[None]) -> None:
+    """Hand the end of a flush round to its waiters (its error retrieved here)."""
+    error = None if task.cancelled() else task.exception()
+    for waiter in waiters:
+        if waiter.done():  # its caller was cancelled
+            continue
+        if task.cancelled():
+            waiter.cancel()
+        elif error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(None)
 
 
 def _is_retriable(exc: BaseException) -> bool:

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaProducer
 
 from agentstream.errors import AgentStreamError, StateStoreError
 from agentstream.state._partition import PartitionDB
-from agentstream.state._pending import Entry, PendingWrites
+from agentstream.state._pending import Entry, PendingWrites, send_batches
 
 __all__ = ["HeldWrites"]
 
@@ -77,16 +77,14 @@ class HeldWrites:
         assert self._acked is not None, "a store without hold has no transactions"
         if entries:
             self._in_txn.add(partition)
-        futures = [
-            await producer.send(self._topic, value, key=key, partition=partition)
-            for key, _, value in entries
-        ]
-        results = await asyncio.gather(*futures)
+        last = -1
+        if entries:
+            queued = await send_batches(producer, self._topic, partition, entries)
+            last = await queued.last_offset()
         await commit()
         db = self._dbs.get(partition)
         if db is None or not entries:  # revoked meanwhile: its next owner reads it
             return
-        last = max(r.offset for r in results)
         self._acked[partition] = max(self._acked.get(partition, -1), last)
         try:
             db.write(((key, value) for key, _, value in entries), None)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.structs import RecordMetadata
 
 from agentstream.errors import StateStoreError
 from agentstream.state._partition import PartitionDB
 
-__all__ = ["PendingWrites", "Value", "merge", "produce_pending"]
+__all__ = ["Batches", "PendingWrites", "Value", "merge", "produce_pending", "send_batches"]
 
 # bytes, a tombstone (None), or a deferred encoder of the value
 Value = bytes | Callable[[], bytes] | None
@@ -137,6 +139,59 @@ def merge(
             yield pending_key, pending_value
 
 
+class Batches(NamedTuple):
+    """The delivery futures of one partition's records, queued as whole batches."""
+
+    futures: list[asyncio.Future[Any]]
+    last_count: int  # records in the last batch
+
+    async def last_offset(self) -> int:
+        """The offset of the last record, once every batch is acked (or the first error)."""
+        results = await asyncio.gather(*self.futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        last: RecordMetadata = results[-1]
+        return int(last.offset) + self.last_count - 1
+
+
+async def send_batches(
+    producer: AIOKafkaProducer, topic: str, partition: int, entries: Iterable[Entry]
+) -> Batches:
+    """Queue ``entries`` for ``partition`` of ``topic`` as whole record batches: a future
+    per batch of up to the producer's batch size, not one per record.
+
+    The batches are closed before they are queued, so no other send joins them. If queuing
+    fails, the batches already queued are awaited (their errors retrieved) and it raises.
+    """
+    futures: list[asyncio.Future[Any]] = []
+    # What producer.send checks per record (a batch holds one record larger than the
+    # batch size, so only a batch of one can be over the request size).
+    limit: int = getattr(producer, "_max_request_size", 1024 * 1024)
+
+    async def queue(batch: Any) -> None:
+        batch.close()
+        if batch.size() > limit:
+            raise MessageSizeTooLargeError(
+                f"a changelog record of {batch.size()} bytes is larger than the producer's "
+                f"max_request_size ({limit})"
+            )
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+
+    try:
+        batch = producer.create_batch()
+        for key, _, value in entries:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                await queue(batch)
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)  # an empty one takes any
+        await queue(batch)
+    except BaseException:
+        await asyncio.gather(*futures, return_exceptions=True)
+        raise
+    return Batches(futures, batch.record_count())
+
+
 async def produce_pending(
     pending: PendingWrites,
     producer: AIOKafkaProducer,
@@ -145,8 +200,8 @@ async def produce_pending(
     acked: dict[int, int] | None = None,
 ) -> None:
     """One flush: produce the snapshot of ``pending`` to ``topic`` (each partition's
-    records to its partition), and once a partition's are all acked apply them to its
-    database with their last offset, and drop them from ``pending``.
+    records to its partition, in whole batches), and once a partition's are all acked
+    apply them to its database with their last offset, and drop them from ``pending``.
 
     With ``acked`` (a store with transactions) the databases' applied offsets stay
     where they are and ``acked`` keeps each partition's last acked offset instead.
@@ -161,25 +216,21 @@ async def produce_pending(
     batches = pending.snapshot()
     if not batches:
         return
-    sent: list[tuple[int, list[Entry], list[Any]]] = []
+    sent: list[tuple[int, list[Entry], Batches]] = []
     error: BaseException | None = None
     for partition, entries in batches:
-        futures: list[Any] = []
         try:
-            for key, _, value in entries:
-                futures.append(await producer.send(topic, value, key=key, partition=partition))
+            queued = await send_batches(producer, topic, partition, entries)
         except Exception as exc:
             error = exc
-            await asyncio.gather(*futures, return_exceptions=True)  # retrieve their errors
             break
-        sent.append((partition, entries, futures))
-    for partition, entries, futures in sent:
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            error = error or failed[0]
+        sent.append((partition, entries, queued))
+    for partition, entries, queued in sent:
+        try:
+            last = await queued.last_offset()
+        except Exception as exc:
+            error = error or exc
             continue  # stays pending, produced again by the next flush
-        last = max(r.offset for r in results if not isinstance(r, BaseException))
         if acked is not None:
             acked[partition] = max(acked.get(partition, -1), last)
         try:
