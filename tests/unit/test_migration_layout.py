@@ -12,8 +12,9 @@ from aiokafka import TopicPartition
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 
 from agentstream.service.assignor import CoPartitionedAssignor
+from agentstream.service.handoff import _Held
 from agentstream.service.layout import Layout, _layout_of, partition_for
-from agentstream.service.migration import Migration, _Held
+from agentstream.service.migration import Migration
 
 
 def test_sources_and_destinations_follow_murmur2_for_any_growth() -> None:
