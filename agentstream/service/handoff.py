@@ -180,7 +180,9 @@ class Handoffs:
         for d in layout.destinations(q):
             await output.send_internal(q, d, None, dumps([_DONE, q, layout.partitions]))
         self._count_to_move()
-        status = self._status[q]
+        status = self._status.get(q)
+        if status is None:
+            return  # revoked meanwhile: its new owner finishes from the saved status
         status.split = True
         self._save(q)
         log.info("partition %d handed %d keys to their new partitions", q, len(leaving))
