@@ -231,6 +231,42 @@ class Handoffs:
         }
         self._w.store.put(q, _STATUS, dumps(value))
 
+    def pinned(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """A copy of ``positions``, never past a record held here (re-read after a
+        crash)."""
+        pinned = dict(positions)
+        if not any(self._held.values()) and not any(self._outbox.values()):
+            return pinned
+        app = self._w.app
+        for q, messages in self._outbox.items():
+            tp = TopicPartition(app.input_topic, q)
+            if messages and tp in pinned:
+                pinned[tp] = min(pinned[tp], messages[0].offset)
+        for q, by_source in self._held.items():
+            for held in by_source.values():
+                for tp, offsets in (
+                    (TopicPartition(app.input_topic, q), [m.offset for m in held.direct]),
+                    (TopicPartition(app.internal_topic, q), [o for o, _, _ in held.forwarded]),
+                ):
+                    if offsets and tp in pinned:
+                        pinned[tp] = min(pinned[tp], min(offsets))
+        return pinned
+
+    def progress(self) -> dict[str, Any] | None:
+        layout = self.layout
+        if layout is None or not layout.migrating:
+            return None
+        return {
+            "from": layout.previous,
+            "to": layout.partitions,
+            "partitions_done": len(layout.moved),
+            "partitions": layout.partitions,
+            "keys_moved": self.keys_moved,
+            "keys_to_move": self.keys_to_move,
+        }
+
+    # -- handing over -----------------------------------------------------------------------
+
 
 def _moved_record(key: Any, source: int, destination: int, partitions: int) -> EventLogRecord:
     event = KeyMoved(source=source, destination=destination, partitions=partitions)

@@ -33,6 +33,7 @@ from agentstream.service.broker import admin_client, client_settings
 __all__ = [
     "Layout",
     "begin_migration",
+    "fewer_partitions",
     "grow_topics",
     "mark_moved",
     "partition_for",
@@ -206,3 +207,14 @@ async def mark_moved(producer: AIOKafkaProducer, app_name: str, layout: Layout, 
     """Record that partition ``q`` finished its part of the migration to ``layout``."""
     key = f"moved/{layout.partitions}/{q}"
     await producer.send_and_wait(f"{app_name}-layout", b"\x90", key=key.encode(), partition=0)
+
+
+def fewer_partitions(app_name: str, topic: str, count: int, layout: Layout) -> ConfigurationError:
+    return ConfigurationError(
+        f"the input topic {topic!r} has {count} partitions, but the state of app "
+        f"{app_name!r} is spread over {layout.partitions}: Kafka cannot shrink a topic, so "
+        f"it was recreated. Recreate it with {layout.partitions} partitions (or more: the "
+        f"app then moves its keys), or start the app afresh without its state: delete the "
+        f"topics {app_name}-events, {app_name}-state-changelog and {app_name}-layout, the "
+        f"consumer group {app_name} and the workers' data directories"
+    )

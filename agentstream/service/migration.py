@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Final
 
 from aiokafka import TopicPartition
 
-from agentstream.errors import ConfigurationError
 from agentstream.serde import loads
 from agentstream.service.codecs import encode_key
 from agentstream.service.handoff import (
@@ -55,6 +54,7 @@ from agentstream.service.handoff import (
 from agentstream.service.layout import (
     Layout,
     begin_migration,
+    fewer_partitions,
     grow_topics,
     partition_for,
     read_layout,
@@ -64,7 +64,7 @@ from agentstream.service.layout import (
 if TYPE_CHECKING:
     from agentstream.service.worker import Worker
 
-__all__ = ["KeyMoved", "Migration", "fewer_partitions"]
+__all__ = ["KeyMoved", "Migration"]
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +72,6 @@ _REFRESH_S: Final = 5.0
 _CHECK_S: Final = 0.02  # how often a misplaced key may refresh the input topic's metadata
 _CLOCK_MARGIN_S: Final = 1.0  # producers' clocks may be this far behind the worker's
 _HOMES_CACHED: Final = 50_000
-
-
-def fewer_partitions(app_name: str, topic: str, count: int, layout: Layout) -> ConfigurationError:
-    return ConfigurationError(
-        f"the input topic {topic!r} has {count} partitions, but the state of app "
-        f"{app_name!r} is spread over {layout.partitions}: Kafka cannot shrink a topic, so "
-        f"it was recreated. Recreate it with {layout.partitions} partitions (or more: the "
-        f"app then moves its keys), or start the app afresh without its state: delete the "
-        f"topics {app_name}-events, {app_name}-state-changelog and {app_name}-layout, the "
-        f"consumer group {app_name} and the workers' data directories"
-    )
 
 
 class Migration(Handoffs):
@@ -388,39 +377,3 @@ class Migration(Handoffs):
             self._refreshed = now
             self.layout = await self.read()
             w.metrics.migration_in_progress.set(1 if self.layout.migrating else 0)
-
-    def pinned(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
-        """A copy of ``positions``, never past a record held here (re-read after a
-        crash)."""
-        pinned = dict(positions)
-        if not any(self._held.values()) and not any(self._outbox.values()):
-            return pinned
-        app = self._w.app
-        for q, messages in self._outbox.items():
-            tp = TopicPartition(app.input_topic, q)
-            if messages and tp in pinned:
-                pinned[tp] = min(pinned[tp], messages[0].offset)
-        for q, by_source in self._held.items():
-            for held in by_source.values():
-                for tp, offsets in (
-                    (TopicPartition(app.input_topic, q), [m.offset for m in held.direct]),
-                    (TopicPartition(app.internal_topic, q), [o for o, _, _ in held.forwarded]),
-                ):
-                    if offsets and tp in pinned:
-                        pinned[tp] = min(pinned[tp], min(offsets))
-        return pinned
-
-    def progress(self) -> dict[str, Any] | None:
-        layout = self.layout
-        if layout is None or not layout.migrating:
-            return None
-        return {
-            "from": layout.previous,
-            "to": layout.partitions,
-            "partitions_done": len(layout.moved),
-            "partitions": layout.partitions,
-            "keys_moved": self.keys_moved,
-            "keys_to_move": self.keys_to_move,
-        }
-
-    # -- handing over -----------------------------------------------------------------------
