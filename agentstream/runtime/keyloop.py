@@ -111,6 +111,7 @@ class KeyLoop(ActionStep):
         self._runs: dict[Hashable, KeyRun] = {}  # the key's input in progress (holds a permit)
         self._finished: list[tuple[Hashable, int]] = []
         self.inputs_in_flight = 0  # accepted (running, queued or pending) and not finished
+        self.partition_inputs: dict[Any, int] = {}  # inputs_in_flight by input partition
         self._attempts = 0  # runs started (an input's attempt number tags its routed events)
 
     def _start(self, slot: Hashable, rec: KeyRecord) -> None:
@@ -256,6 +257,7 @@ class KeyLoop(ActionStep):
             self._finished.append((slot, run.seq))
         self.inputs_in_flight -= 1
         record = run.record
+        self.partition_inputs[record.partition] -= 1
         if record.timestamp is not None:
             self.event_time.finished(record.partition, record.timestamp)
         del self._runs[slot]

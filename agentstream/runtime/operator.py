@@ -168,6 +168,8 @@ class Operator(KeyLoop):
         if record.timestamp is not None:
             self.event_time.started(record.partition, record.timestamp)
         self.inputs_in_flight += 1
+        counts = self.partition_inputs
+        counts[record.partition] = counts.get(record.partition, 0) + 1
         if rec.current is not None or slot in self._runners:
             rec.pending.append(record)
             self._put_key(slot, rec)
@@ -192,6 +194,8 @@ class Operator(KeyLoop):
             for record in (rec.current, *rec.pending):
                 self.event_time.started(record.partition, record.timestamp)
                 self.inputs_in_flight += 1
+                counts = self.partition_inputs
+                counts[record.partition] = counts.get(record.partition, 0) + 1
             self._counts.pending += len(rec.pending)
             self._start(slot, rec)
             resumed += 1
@@ -222,6 +226,9 @@ class Operator(KeyLoop):
             if rec is not None:
                 self._counts.pending -= len(rec.pending)
                 self.inputs_in_flight -= 1 + len(rec.pending)
+                counts = self.partition_inputs
+                for record in rec.pending if rec.current is None else (rec.current, *rec.pending):
+                    counts[record.partition] -= 1
 
     def busy_keys(self) -> int:
         return len(self._runners)

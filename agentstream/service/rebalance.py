@@ -95,8 +95,9 @@ class PartitionDuties:
     _operator: Operator | None
     _broker_watch: BrokerWatch | None
     _positions: dict[TopicPartition, int]
+    _read_from: dict[TopicPartition, int]
     _assigned: set[int]
-    _paused: bool
+    _paused: set[TopicPartition]
     _key_state: ChangelogKeyState | None
     _action_states: ChangelogActionStateStore | None
     _migration: Migration
@@ -215,6 +216,7 @@ class PartitionDuties:
         self._key_state.forget(parts)
         self._migration.forget(parts)
         self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
+        self._read_from = {tp: o for tp, o in self._read_from.items() if tp.partition not in parts}
 
     async def _commit_loop(self) -> None:
         while not self.stopped.is_set():
@@ -288,7 +290,7 @@ class PartitionDuties:
             await self._transactions.start(parts)
         await self.store.assign(parts)
         self._assigned |= parts
-        self._paused = False  # a new assignment starts unpaused
+        self._paused = set()  # a new assignment starts unpaused
         assert self._key_state is not None
         assert self._action_states is not None
         self._migration.assigned(parts)

@@ -8,6 +8,7 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from agentstream.observability.metrics import RuntimeMetrics
 from agentstream.service.app import AgentApp
@@ -33,20 +34,53 @@ class WorkerReport:
     _broker_watch: BrokerWatch | None
     _migration: Migration
     _positions: dict[TopicPartition, int]
+    _read_from: dict[TopicPartition, int]
     _assigned: set[int]
 
     async def _lag_loop(self) -> None:
+        """The consumer lag, every second; every 0.1 s while a partition's position is
+        not known (backpressure keeps room for such a partition)."""
         assert self._consumer is not None
         while not self.stopped.is_set():
-            await asyncio.sleep(1.0)
-            for tp in list(self._consumer.assignment()):
-                highwater = self._consumer.highwater(tp)
-                if highwater is None:
-                    continue
-                position = self._positions.get(tp, 0)
-                self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(highwater - position, 0)
-                )
+            known = await self._report_lag()
+            await asyncio.sleep(1.0 if known else 0.1)
+
+    async def _report_lag(self) -> bool:
+        """Set the lag of the assigned partitions; whether all their positions are known."""
+        assert self._consumer is not None
+        assigned = list(self._consumer.assignment())
+        known = bool(assigned)
+        for tp in assigned:
+            position = self.position(tp)
+            if position is None:
+                position = await self._read_from_of(tp)
+            highwater = self._consumer.highwater(tp)
+            if position is None or highwater is None:
+                known = known and position is not None
+                continue
+            self.metrics.consumer_lag.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                max(highwater - position, 0)
+            )
+        return known
+
+    def position(self, tp: TopicPartition) -> int | None:
+        """The offset of the next record of ``tp`` to process (None: not known yet)."""
+        position = self._positions.get(tp)
+        return self._read_from.get(tp) if position is None else position
+
+    async def _read_from_of(self, tp: TopicPartition) -> int | None:
+        """Where the consumer reads ``tp`` from, for a partition none of whose records were
+        processed yet (an idle one has no lag): for the lag, and for backpressure (which
+        keeps a share of the buffer for partitions with records to read). Never the
+        committed offsets' source: that is what was processed, ``_positions``."""
+        assert self._consumer is not None
+        try:
+            position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
+        except (IllegalStateError, TimeoutError):
+            return None  # revoked meanwhile, or still being reset
+        if tp in self._consumer.assignment() and tp not in self._positions:
+            self._read_from[tp] = position
+        return position
 
     @property
     def assigned_partitions(self) -> frozenset[int]:

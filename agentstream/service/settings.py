@@ -60,7 +60,9 @@ class Settings:
         1000, "Keys processed at once per worker (None: no cap); more wait their turn."
     )
     max_buffered_inputs: int = _setting(
-        10_000, "Inputs accepted but not finished per worker before fetching pauses."
+        10_000,
+        "Inputs accepted but not finished per worker before fetching pauses (each input "
+        "partition keeps a share of them while it has records to read).",
     )
     fetch_wait_ms: int = _setting(
         50, "Consumer fetch wait: every hop through a topic may wait this long (never 0)."

@@ -32,6 +32,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -47,6 +48,7 @@ from agentstream.runtime.records import InputRecord
 from agentstream.serde import loads, unpack_event
 from agentstream.service.app import AgentApp
 from agentstream.service.assignor import CoPartitionedAssignor
+from agentstream.service.backpressure import over_share
 from agentstream.service.broker import client_settings, session_refused
 from agentstream.service.codecs import codec_for, decode_key
 from agentstream.service.keys import client_id, input_id
@@ -111,8 +113,9 @@ class Worker(PartitionDuties, WorkerReport):
         self._spread = KeySpread(self.metrics)
         self._broker_watch: BrokerWatch | None = None
         self._positions: dict[TopicPartition, int] = {}
+        self._read_from: dict[TopicPartition, int] = {}  # see WorkerReport.position
         self._assigned: set[int] = set()
-        self._paused = False
+        self._paused: set[TopicPartition] = set()  # input partitions over their share
         self._tasks: list[asyncio.Task[None]] = []
         self._executor = ThreadPoolExecutor(settings.thread_pool_size, "agentstream-durable")
         self._key_state: ChangelogKeyState | None = None
@@ -278,10 +281,9 @@ class Worker(PartitionDuties, WorkerReport):
                 ):
                     await self._reset()
                     continue
-                self._apply_backpressure()
-                room = self.settings.max_buffered_inputs - self.operator.inputs_in_flight
+                room = self._apply_backpressure()
                 batch = await self._consumer.getmany(
-                    timeout_ms=self.settings.fetch_wait_ms * 4, max_records=max(room, 100)
+                    timeout_ms=self.settings.fetch_wait_ms * 4, max_records=room
                 )
                 for tp, messages in batch.items():
                     handle = (
@@ -312,28 +314,37 @@ class Worker(PartitionDuties, WorkerReport):
             self.error = exc
             self.stopped.set()
 
-    def _apply_backpressure(self) -> None:
-        """Pause the input partitions while too many inputs are unfinished.
+    def _apply_backpressure(self) -> int:
+        """Pause the input partitions over their share of the buffered inputs (see
+        :mod:`agentstream.service.backpressure`); returns how many records the next fetch
+        may take. Only the input topic pauses: the internal topic must keep flowing, since
+        the inputs in flight finish by consuming it."""
+        consumer = self._consumer
+        assert consumer is not None
+        limit, total = self.settings.max_buffered_inputs, self.operator.inputs_in_flight
+        inputs = self._readable(consumer.assignment())
 
-        Only the input topic pauses: the internal topic must keep flowing, since the
-        inputs in flight finish by consuming it.
-        """
-        assert self._consumer is not None
-        full = self.operator.inputs_in_flight >= self.settings.max_buffered_inputs
-        if full == self._paused:
-            return
-        inputs = [
+        def backlog(tp: TopicPartition) -> bool:
+            end, position = consumer.highwater(tp), self.position(tp)
+            return end is None or position is None or end > position
+
+        over, room = over_share(limit, total, self.operator.partition_inputs, inputs, backlog)
+        if over != self._paused:
+            consumer.resume(*(self._paused - over).intersection(inputs))
+            consumer.pause(*(over - self._paused))
+            self._paused = over
+        return room
+
+    def _readable(self, partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
+        """The input partitions among ``partitions`` that backpressure may resume: owned,
+        and not stopped by a migration."""
+        return [
             tp
-            for tp in self._consumer.assignment()
+            for tp in partitions
             if tp.topic == self.app.input_topic
             and tp.partition in self._assigned
             and tp not in self._migration.stopped
         ]
-        if full:
-            self._consumer.pause(*inputs)
-        else:
-            self._consumer.resume(*inputs)
-        self._paused = full
 
     async def _on_input_message(self, message: Any) -> None:
         migration = self._migration

@@ -367,6 +367,42 @@ async def test_backpressure_pauses_input_but_not_the_internal_topic(
     assert peak <= 20 + 100, f"{peak} inputs buffered"
 
 
+class Patient(Agent):
+    """Each input awaits a 3 s call (none for the input "quick"), then outputs its value."""
+
+    @action(InputEvent)
+    async def run(event: InputEvent, ctx: RunnerContext) -> None:
+        await asyncio.sleep(0 if event.input == "quick" else 3)
+        ctx.send_event(OutputEvent(output=event.input))
+
+
+async def test_a_partition_is_not_starved_by_the_backlogs_of_another(
+    broker: Broker, make_app: AppFactory
+) -> None:
+    """Scenario: before the worker starts, partition 0 holds 2 keys with 300 inputs each
+    (each awaits a 3 s call), more than the 400 inputs the worker buffers; partition 1
+    holds one quick input.
+    We expect: partition 1 is read at once, not once partition 0's first calls end and
+    make room: its output comes before any of partition 0's."""
+    from agentstream.service.broker import ensure_topics
+    from agentstream.service.layout import partition_for
+
+    app = make_app(Patient(), partitions=2, max_concurrency=16, max_buffered_inputs=400)
+    await ensure_topics(broker.bootstrap, app.topics())
+    keys = [f"k{i}" for i in range(100)]
+    busy = [k for k in keys if partition_for(k.encode(), 2) == 0][:2]
+    quiet = next(k for k in keys if partition_for(k.encode(), 2) == 1)
+    await produce(broker.bootstrap, app.input_topic, [(k, i) for i in range(300) for k in busy])
+    await produce(broker.bootstrap, app.input_topic, [(quiet, "quick")])
+    async with running(app), Topic(broker.bootstrap, app.output_topic) as out:
+
+        async def answered() -> bool:
+            return any(r.key == quiet.encode() for r in await out.poll())
+
+        await wait_until(answered, 15, "the output of partition 1's key")
+    assert [r.key for r in out.records] == [quiet.encode()], "partition 0's calls ended first"
+
+
 async def test_hot_key_with_a_long_backlog(broker: Broker, make_app: AppFactory) -> None:
     """Scenario: 1,500 inputs of one key wait in the topic (a long pending queue).
     We expect: all processed in order; the key's record is not re-encoded per arrival
