@@ -6,7 +6,9 @@ Configured by environment (the benchmark sets it per run):
   ``steps`` (default ``one``);
 - ``BENCH_MEMORY_BYTES``: the untouched memory of ``memory`` per key (default 100,000);
 - ``BENCH_APP``, ``BENCH_IN``, ``BENCH_OUT``: app id and topics;
-- ``BENCH_TAG_PID``: if set, outputs carry the worker's pid (restart measurement).
+- ``BENCH_TAG_PID``: if set, outputs carry the worker's pid (restart measurement);
+- ``BENCH_CALL_S``: how long ``llm``'s simulated remote call takes (default 1.0; 0: it
+  returns at once, for the CPU-bound ceiling).
 
 Workloads (the input is a ~200-byte JSON object):
 
@@ -77,9 +79,13 @@ class Three(Agent):
         ctx.send_event(_output(event.value))
 
 
+CALL_S = float(os.environ.get("BENCH_CALL_S") or 1.0)
+
+
 async def remote_call(value: Any) -> Any:
-    """A simulated LLM or tool call: one second of remote latency, no local CPU."""
-    await asyncio.sleep(1.0)
+    """A simulated LLM or tool call: ``CALL_S`` (one second) of remote latency, no local
+    CPU."""
+    await asyncio.sleep(CALL_S)
     return value
 
 

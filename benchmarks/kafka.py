@@ -37,7 +37,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from agentstream.service.broker import EmbeddedBroker, ensure_topics
-from benchmarks import report, state
+from benchmarks import ceiling, report, state
 from benchmarks._common import (
     KEYS,
     PARTITIONS,
@@ -325,16 +325,21 @@ async def throughput(kind: str, records: int, keys: int = KEYS, **kw: Any) -> di
     }
 
 
-async def llm(waves: int, guarantee: str = "at_least_once", keys: int = KEYS) -> dict[str, Any]:
+async def llm(
+    waves: int, guarantee: str = "at_least_once", keys: int = KEYS, call_s: float = 1.0
+) -> dict[str, Any]:
     """``waves`` inputs per key, ``keys`` keys (all in flight: the worker's concurrency cap
     is raised to them); each input awaits a simulated 1 s call.
 
     Between the first output (end of the first wave) and the last, ``waves - 1`` waves
-    complete: inputs/s = (records - keys) / (t_last - t_first); ideal ``keys``/s.
+    complete: inputs/s = (records - keys) / (t_last - t_first); ideal ``keys``/s, and the
+    CPU-bound ceiling of :mod:`benchmarks.ceiling` for the CPU the run spent per input.
+    ``call_s`` 0: calls return at once, and the rate is what the CPU allows.
     """
     records = waves * keys
     committed = guarantee == EOS
     extra: dict[str, Any] = {} if keys == KEYS else {"max_concurrency": keys}
+    extra["env"] = {"BENCH_CALL_S": str(call_s)}
     async with (
         fresh_broker() as (bootstrap, workdir),
         Outputs(bootstrap, committed=committed) as out,
@@ -355,12 +360,16 @@ async def llm(waves: int, guarantee: str = "at_least_once", keys: int = KEYS) ->
         finally:
             pipeline.stop()
     seconds = out.times[-1] - out.times[0]
+    rate, cpu_us = (records - keys) / seconds, cpu_s / (records - keys) * 1e6
+    top = ceiling.ceiling(cpu_us, keys, waves, call_s) if call_s else rate
     return {
         "records": records,
         "seconds": seconds,
-        "rate": (records - keys) / seconds,
-        "cpu_us_per_record": cpu_s / (records - keys) * 1e6,
+        "rate": rate,
+        "cpu_us_per_record": cpu_us,
         "cpu_utilisation": cpu_s / seconds,
+        "ceiling": top,
+        "vs_ceiling": rate / top,
         "peak_rss_mib": rss,
     }
 
@@ -543,6 +552,7 @@ async def suite(
             await each_guarantee("llm", lambda g: llm(cfg["waves"], g))
         if "llm5k" in names:
             await each_guarantee("llm5k", lambda g: llm(cfg["waves"], g, keys=LLM_KEYS))
+            await measure("llm5k-cpu", llm(cfg["waves"], keys=LLM_KEYS, call_s=0.0))
         if "latency" in names:
             await measure("latency-faust", latency("faust", cfg["latency_s"]))
             await each_guarantee(
