@@ -32,16 +32,22 @@ class EventTimeTracker:
     def started(self, partition: int, timestamp: int | None) -> None:
         """An input with ``timestamp`` was accepted (pending or running)."""
         if timestamp is not None:
-            heapq.heappush(self._parts.setdefault(partition, _Partition()).in_flight, timestamp)
+            heapq.heappush(self._part(partition).in_flight, timestamp)
 
     def finished(self, partition: int, timestamp: int | None) -> int | None:
         """The input finished; returns the partition's new watermark."""
         if timestamp is None:
             return self.watermark(partition)
-        part = self._parts.setdefault(partition, _Partition())
+        part = self._part(partition)
         part.removed[timestamp] += 1
         heapq.heappush(part.done, timestamp)
         return self._advance(part)
+
+    def _part(self, partition: int) -> _Partition:
+        part = self._parts.get(partition)
+        if part is None:  # not setdefault: that would build one on every call
+            part = self._parts[partition] = _Partition()
+        return part
 
     def watermark(self, partition: int) -> int | None:
         part = self._parts.get(partition)
