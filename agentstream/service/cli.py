@@ -40,6 +40,7 @@ from agentstream.service._cli_common import (
     set_log_level,
 )
 from agentstream.service._gc import tune_gc
+from agentstream.service._malloc import tune_malloc
 from agentstream.service.app import AgentApp
 
 __all__ = ["main"]
@@ -64,6 +65,7 @@ async def _run_worker(app: AgentApp) -> None:
     from agentstream.service.web import WebServer
     from agentstream.service.worker import Worker
 
+    tune_malloc()  # before the worker opens a database or a connection
     worker = Worker(app)
     web = None
     if app.settings.web_port:

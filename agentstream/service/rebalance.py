@@ -214,6 +214,8 @@ class PartitionDuties:
             self.operator.event_time.forget(p)
         assert self._key_state is not None
         self._key_state.forget(parts)
+        assert self._action_states is not None
+        self._action_states.forget(parts)
         self._migration.forget(parts)
         self._positions = {tp: o for tp, o in self._positions.items() if tp.partition not in parts}
         self._read_from = {tp: o for tp, o in self._read_from.items() if tp.partition not in parts}

@@ -72,6 +72,14 @@ class ChangelogActionStateStore:
         key, seq = _parse_run_key(raw_key)
         self._inputs.setdefault(((partition, key), seq), set()).add(raw_key)
 
+    def forget(self, partitions: set[int]) -> None:
+        """Stop listing the runs of partitions that moved away (listed again from the
+        store if they come back)."""
+        for ident in [i for i in self._inputs if i[0][0] in partitions]:
+            del self._inputs[ident]
+        for partition in partitions:
+            self._listed.pop(partition, None)
+
     def forget_slot(self, slot: Any) -> None:
         """Stop listing one key's runs (it moved away; its entries are garbage here)."""
         for ident in [i for i in self._inputs if i[0] == slot]:

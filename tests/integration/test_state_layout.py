@@ -180,3 +180,18 @@ async def test_the_listing_of_inputs_is_read_again_after_each_assignment(
     await tables.store.assign([0])
     assert tables.action_states.has_input(SLOT, 6)
     assert tables.action_states.has_input(SLOT, 5)
+
+
+async def test_a_revoked_partition_is_no_longer_listed(tables: Tables) -> None:
+    """Scenario: a worker lists partition 0's inputs with action state and loses the
+    partition (the worker forgets it, as it does its key state).
+    We expect: nothing of the partition stays listed in memory; when it comes back, its
+    inputs are listed again from the store."""
+    state = ActionState(True)
+    tables.action_states.put(SLOT, 5, "a", "e1", state)
+    await tables.store.revoke([0])
+    tables.action_states.forget({0})
+    assert tables.action_states._inputs == {}
+    assert tables.action_states._listed == {}
+    await tables.store.assign([0])
+    assert tables.action_states.has_input(SLOT, 5)
