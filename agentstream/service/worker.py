@@ -32,7 +32,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -322,7 +321,13 @@ class Worker(PartitionDuties, WorkerReport):
         consumer = self._consumer
         assert consumer is not None
         limit, total = self.settings.max_buffered_inputs, self.operator.inputs_in_flight
-        inputs = self._readable(consumer.assignment())
+        inputs = [  # those owned, and not stopped by a migration (not ours to resume)
+            tp
+            for tp in consumer.assignment()
+            if tp.topic == self.app.input_topic
+            and tp.partition in self._assigned
+            and tp not in self._migration.stopped
+        ]
 
         def backlog(tp: TopicPartition) -> bool:
             end, position = consumer.highwater(tp), self.position(tp)
@@ -334,17 +339,6 @@ class Worker(PartitionDuties, WorkerReport):
             consumer.pause(*(over - self._paused))
             self._paused = over
         return room
-
-    def _readable(self, partitions: Iterable[TopicPartition]) -> list[TopicPartition]:
-        """The input partitions among ``partitions`` that backpressure may resume: owned,
-        and not stopped by a migration."""
-        return [
-            tp
-            for tp in partitions
-            if tp.topic == self.app.input_topic
-            and tp.partition in self._assigned
-            and tp not in self._migration.stopped
-        ]
 
     async def _on_input_message(self, message: Any) -> None:
         migration = self._migration
