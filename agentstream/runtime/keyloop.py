@@ -257,7 +257,8 @@ class KeyLoop(ActionStep):
             self._finished.append((slot, run.seq))
         self.inputs_in_flight -= 1
         record = run.record
-        self.partition_inputs[record.partition] -= 1
+        counts = self.partition_inputs
+        counts[record.partition] = counts.get(record.partition, 0) - 1
         if record.timestamp is not None:
             self.event_time.finished(record.partition, record.timestamp)
         del self._runs[slot]

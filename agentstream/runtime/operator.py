@@ -228,7 +228,7 @@ class Operator(KeyLoop):
                 self.inputs_in_flight -= 1 + len(rec.pending)
                 counts = self.partition_inputs
                 for record in rec.pending if rec.current is None else (rec.current, *rec.pending):
-                    counts[record.partition] -= 1
+                    counts[record.partition] = counts.get(record.partition, 0) - 1
 
     def busy_keys(self) -> int:
         return len(self._runners)

@@ -5,6 +5,7 @@ migration progress, its address and the broker's reachability (``/health``, ``/k
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -19,6 +20,8 @@ from agentstream.service.watch import BrokerWatch
 from agentstream.state.changelog import ChangelogStore
 
 __all__ = ["WorkerReport"]
+
+log = logging.getLogger(__name__)
 
 
 class WorkerReport:
@@ -78,6 +81,9 @@ class WorkerReport:
             position = await asyncio.wait_for(self._consumer.position(tp), 1.0)
         except (IllegalStateError, TimeoutError):
             return None  # revoked meanwhile, or still being reset
+        except Exception as exc:  # the group's error: the rebalance that follows deals with it
+            log.debug("position of %s not known yet: %r", tp, exc)
+            return None
         if tp in self._consumer.assignment() and tp not in self._positions:
             self._read_from[tp] = position
         return position

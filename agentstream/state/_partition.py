@@ -58,7 +58,8 @@ def _options() -> Options:
 
 def _unlogged() -> WriteOptions:
     options = WriteOptions()
-    options.disable_wal = True
+    # An attribute (rocksdict's stub declares a method).
+    options.disable_wal = True  # type: ignore[method-assign, assignment]
     return options
 
 
