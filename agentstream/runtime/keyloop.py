@@ -38,7 +38,7 @@ from agentstream.runtime.ports import (
     OutputSink,
     Waiting,
 )
-from agentstream.runtime.records import KeyRecord, KeyStateBackend
+from agentstream.runtime.records import InputRecord, KeyRecord, KeyStateBackend
 from agentstream.runtime.step import ActionStep
 
 __all__ = ["KeyLoop"]
@@ -113,6 +113,12 @@ class KeyLoop(ActionStep):
         self.inputs_in_flight = 0  # accepted (running, queued or pending) and not finished
         self.partition_inputs: dict[Any, int] = {}  # inputs_in_flight by input partition
         self._attempts = 0  # runs started (an input's attempt number tags its routed events)
+
+    def _in_flight(self, record: InputRecord, delta: int) -> None:
+        """Count ``record`` into (1) or out of (-1) the inputs in flight, by partition too."""
+        self.inputs_in_flight += delta
+        counts = self.partition_inputs
+        counts[record.partition] = counts.get(record.partition, 0) + delta
 
     def _start(self, slot: Hashable, rec: KeyRecord) -> None:
         """Run the key's inputs inline until one waits; then hand the key to a task."""
@@ -255,10 +261,8 @@ class KeyLoop(ActionStep):
             self._prune_input(slot, run.seq)
         else:
             self._finished.append((slot, run.seq))
-        self.inputs_in_flight -= 1
         record = run.record
-        counts = self.partition_inputs
-        counts[record.partition] = counts.get(record.partition, 0) - 1
+        self._in_flight(record, -1)
         if record.timestamp is not None:
             self.event_time.finished(record.partition, record.timestamp)
         del self._runs[slot]

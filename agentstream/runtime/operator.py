@@ -167,9 +167,7 @@ class Operator(KeyLoop):
             rec.last_offset = record.offset
         if record.timestamp is not None:
             self.event_time.started(record.partition, record.timestamp)
-        self.inputs_in_flight += 1
-        counts = self.partition_inputs
-        counts[record.partition] = counts.get(record.partition, 0) + 1
+        self._in_flight(record, 1)
         if rec.current is not None or slot in self._runners:
             rec.pending.append(record)
             self._put_key(slot, rec)
@@ -193,9 +191,7 @@ class Operator(KeyLoop):
                 continue
             for record in (rec.current, *rec.pending):
                 self.event_time.started(record.partition, record.timestamp)
-                self.inputs_in_flight += 1
-                counts = self.partition_inputs
-                counts[record.partition] = counts.get(record.partition, 0) + 1
+                self._in_flight(record, 1)
             self._counts.pending += len(rec.pending)
             self._start(slot, rec)
             resumed += 1
@@ -225,10 +221,8 @@ class Operator(KeyLoop):
             rec = self.key_state.get(slot)
             if rec is not None:
                 self._counts.pending -= len(rec.pending)
-                self.inputs_in_flight -= 1 + len(rec.pending)
-                counts = self.partition_inputs
                 for record in rec.pending if rec.current is None else (rec.current, *rec.pending):
-                    counts[record.partition] = counts.get(record.partition, 0) - 1
+                    self._in_flight(record, -1)
 
     def busy_keys(self) -> int:
         return len(self._runners)

@@ -20,6 +20,7 @@ from typing import Any
 from agentstream.api.agent import Agent
 from agentstream.errors import ConfigurationError
 from agentstream.observability.eventlog import EventLoggerConfig
+from agentstream.service.layout import layout_topic
 from agentstream.service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,7 +107,7 @@ class AgentApp:
     def layout_topic(self) -> str:
         """The app's key layout (written when input partitions are added; see
         :mod:`agentstream.service.layout`)."""
-        return f"{self.name}-layout"
+        return layout_topic(self.name)
 
     @property
     def dead_letter_topic(self) -> str:

@@ -116,7 +116,7 @@ async def wait_for_layout(
     deadline = time.monotonic() + timeout_s
     shown: object = ()
     while True:
-        with kafka_errors("read the app's layout", topic=f"{app.name}-layout"):
+        with kafka_errors("read the app's layout", topic=app.layout_topic):
             layout = await read_layout(bootstrap, client_kwargs, app.name)
         if layout is None:
             if partitions == unrecorded:  # no migration ever began, none is needed

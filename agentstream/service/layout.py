@@ -20,7 +20,7 @@ import math
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import NewPartitions
@@ -30,11 +30,15 @@ from agentstream.errors import BrokerError, ConfigurationError
 from agentstream.serde import dumps, loads
 from agentstream.service.broker import admin_client, client_settings
 
+if TYPE_CHECKING:
+    from agentstream.service.app import AgentApp
+
 __all__ = [
     "Layout",
     "begin_migration",
     "fewer_partitions",
     "grow_topics",
+    "layout_topic",
     "mark_moved",
     "partition_for",
     "read_layout",
@@ -42,6 +46,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def layout_topic(app_name: str) -> str:
+    """The app's layout topic (compacted, one partition)."""
+    return f"{app_name}-layout"
 
 
 def partition_for(key: bytes, count: int) -> int:
@@ -123,7 +132,7 @@ async def read_layout(
     bootstrap: str, client_kwargs: Mapping[str, Any], app_name: str
 ) -> Layout | None:
     """The app's recorded layout; None when no migration ever began."""
-    topic = f"{app_name}-layout"
+    topic = layout_topic(app_name)
     if topic not in await topic_counts(bootstrap, client_kwargs, [topic]):
         return None
     tp = TopicPartition(topic, 0)
@@ -187,7 +196,7 @@ async def begin_migration(
 
     if partitions <= previous:
         raise ConfigurationError(f"a migration from {previous} to {partitions} partitions")
-    topic = f"{app_name}-layout"
+    topic = layout_topic(app_name)
     await ensure_topics(
         bootstrap,
         {topic: 1},
@@ -206,15 +215,15 @@ async def begin_migration(
 async def mark_moved(producer: AIOKafkaProducer, app_name: str, layout: Layout, q: int) -> None:
     """Record that partition ``q`` finished its part of the migration to ``layout``."""
     key = f"moved/{layout.partitions}/{q}"
-    await producer.send_and_wait(f"{app_name}-layout", b"\x90", key=key.encode(), partition=0)
+    await producer.send_and_wait(layout_topic(app_name), b"\x90", key=key.encode(), partition=0)
 
 
-def fewer_partitions(app_name: str, topic: str, count: int, layout: Layout) -> ConfigurationError:
+def fewer_partitions(app: AgentApp, count: int, layout: Layout) -> ConfigurationError:
     return ConfigurationError(
-        f"the input topic {topic!r} has {count} partitions, but the state of app "
-        f"{app_name!r} is spread over {layout.partitions}: Kafka cannot shrink a topic, so "
+        f"the input topic {app.input_topic!r} has {count} partitions, but the state of app "
+        f"{app.name!r} is spread over {layout.partitions}: Kafka cannot shrink a topic, so "
         f"it was recreated. Recreate it with {layout.partitions} partitions (or more: the "
         f"app then moves its keys), or start the app afresh without its state: delete the "
-        f"topics {app_name}-events, {app_name}-state-changelog and {app_name}-layout, the "
-        f"consumer group {app_name} and the workers' data directories"
+        f"topics {app.internal_topic}, {app.changelog_topic} and {app.layout_topic}, the "
+        f"consumer group {app.name} and the workers' data directories"
     )

@@ -103,7 +103,7 @@ class Migration(Handoffs):
         """Refuse to start on an input topic with fewer partitions than the app's state."""
         layout = await self.read()
         if input_count < layout.partitions:
-            raise fewer_partitions(self._w.app.name, self._w.app.input_topic, input_count, layout)
+            raise fewer_partitions(self._w.app, input_count, layout)
 
     async def plan(self, parts: set[int]) -> set[int] | None:
         """The input partitions of ``parts`` whose state to take now; None: none, until
@@ -115,7 +115,7 @@ class Migration(Handoffs):
         counts = await topic_counts(w._bootstrap, w._client, [w.app.input_topic])
         count = max(counts.get(w.app.input_topic, 0), w.input_partitions(), max(parts) + 1)
         if count < layout.partitions:
-            w._fail(fewer_partitions(w.app.name, w.app.input_topic, count, layout))
+            w._fail(fewer_partitions(w.app, count, layout))
             return None
         if count > layout.partitions and not layout.migrating:
             if 0 not in parts:
