@@ -2,7 +2,8 @@
 
 Side effects are appended as lines to ``$E2E_DIR/effects`` so that a test can count how
 often each action and durable call really ran; ``$E2E_DIR/gate`` holds the ``second``
-action mid-flight until the test creates it.
+action mid-flight until the test creates it. Each input appends a 3 KB note to the key's
+history, and the output lists the inputs the history holds.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from agentstream import Agent, AgentApp, Event, InputEvent, OutputEvent, RunnerContext, action
 
 DIR = Path(os.environ.get("E2E_DIR", "."))
+NOTE = "n" * 3000
 
 
 def effect(line: str) -> None:
@@ -38,8 +40,13 @@ class Crashy(Agent):
         if event.input == "poison":
             raise ValueError("poisoned input")
         answer = await ctx.durable_execute_async(remote_call, ctx.key, event.input)
-        count = (ctx.short_term_memory.get("count") or 0) + 1
-        ctx.short_term_memory.set("count", count)
+        memory = ctx.short_term_memory
+        count = (memory.get("count") or 0) + 1
+        memory.set("count", count)
+        # A history that outgrows one plain value (3 KB per input): appended in segments.
+        history = memory.get("history") or []
+        history.append(f"{event.input}:{NOTE}")
+        memory.set("history", history)
         effect(f"first {ctx.key} {event.input}")
         ctx.send_event(Step(value=event.input, answer=answer))
 
@@ -49,9 +56,13 @@ class Crashy(Agent):
         while not (DIR / "gate").exists():
             await asyncio.sleep(0.02)
         effect(f"second {ctx.key} {event.value}")
-        count = ctx.short_term_memory.get("count")
+        memory = ctx.short_term_memory
+        count = memory.get("count")
+        seen = [entry[: entry.index(":")] for entry in memory.get("history")]
         ctx.send_event(
-            OutputEvent(output={"value": event.value, "answer": event.answer, "count": count})
+            OutputEvent(
+                output={"value": event.value, "answer": event.answer, "count": count, "seen": seen}
+            )
         )
 
 

@@ -10,11 +10,18 @@ action changed is always recorded, and replays the same).
 
 A store also notes which paths it changed since it was loaded (``touched``), so that a
 backend that keeps memory per path writes only those (DESIGN.md, "State layout and cost").
+
+Setting a list that begins with the list memory holds (a history that grew by a message)
+is recorded as an extension, ``("ext", scope, path, [length before, appended items])``:
+only the appended items are copied, recorded and (by a backend that keeps long lists in
+segments) stored, so the cost of appending does not grow with the list. The store notes
+such paths (``extended``) with the length they had when it was loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import is_
 from typing import Any
 
 from agentstream.api.context import MemoryObject
@@ -23,7 +30,9 @@ from agentstream.serde import dumps, loads
 
 __all__ = ["MemoryStore", "MemoryUpdate", "StoreMemoryObject", "apply_updates", "memory_tree"]
 
-# ("set", scope, path, value) or ("obj", scope, path, None); scope is "short" or "sensory".
+# ("set", scope, path, value), ("obj", scope, path, None) or ("ext", scope, path,
+# [length, items]): the list at path, its first ``length`` items kept, with ``items`` after
+# them. scope is "short" or "sensory".
 MemoryUpdate = tuple[str, str, str, Any]
 
 
@@ -104,6 +113,25 @@ def _copy_out(value: Any) -> Any:
     return value
 
 
+def _extension(scope: str, path: str, current: list[Any], value: list[Any]) -> MemoryUpdate | None:
+    """``value`` as an extension of ``current`` (memory's list at ``path``): None unless
+    ``value`` begins with exactly ``current``'s items.
+
+    The items an action read are the very objects memory holds (strings, numbers) or
+    equal copies of them (lists, dicts); an equal item of another type (1.0 for 1) packs
+    differently, and makes it a plain set. Only the appended items are copied in.
+    """
+    length = len(current)
+    head = value[:length]
+    if head != current:
+        return None
+    if not all(map(is_, head, current)):
+        what = f"memory value at {path!r}"
+        if dumps(head, what=what) != dumps(current, what=what):
+            return None
+    return ("ext", scope, path, [length, _copy_in(value[length:], f"{path}[{length}:]")])
+
+
 Snapshot = tuple[dict[str, Any], set[str]]
 
 
@@ -116,15 +144,18 @@ class MemoryStore:
 
     ``touched`` holds every path (value or object) written or removed since the store was
     built, None while there is none: a superset of what changed (a rolled-back write stays
-    in it), so that a per-path backend writes those paths and nothing else.
+    in it), so that a per-path backend writes those paths and nothing else. ``extended``
+    maps the touched paths that only extensions changed to their length when the store was
+    built: their first items are still the ones loaded (a backend appends the rest).
     """
 
-    __slots__ = ("_shared", "_state", "objects", "scope", "touched", "values")
+    __slots__ = ("_shared", "_state", "extended", "objects", "scope", "touched", "values")
 
     def __init__(self, scope: str, state: dict[str, Any] | None = None):
         self.scope = scope
         self._state = state  # what the store was built from, while unchanged
         self.touched: set[str] | None = None
+        self.extended: dict[str, int] = {}
         if state:
             self.values: dict[str, Any] = state["values"]
             self.objects: set[str] = set(state["objects"])
@@ -173,6 +204,7 @@ class MemoryStore:
             self._own()
             assert self.touched is not None
             self.touched.update(self.values, self.objects)
+            self.extended.clear()
         self.values = {}
         self.objects = set()
         self._shared = False
@@ -181,9 +213,12 @@ class MemoryStore:
         prefix = path + "."
         touched = self.touched
         assert touched is not None  # _own ran
+        extended = self.extended
         for p in [p for p in self.values if p == path or p.startswith(prefix)]:
             del self.values[p]
             touched.add(p)
+            if extended:
+                extended.pop(p, None)
         dropped = {o for o in self.objects if o == path or o.startswith(prefix)}
         if dropped:
             self.objects -= dropped
@@ -232,7 +267,25 @@ class MemoryStore:
         self._own()
         touched = self.touched
         assert touched is not None
-        if op == "set":
+        if op == "ext":
+            length, items = value
+            current = self.values.get(path)
+            if type(current) is list and len(current) >= length:
+                # Longer only on replay, over the input's own later writes (a crash cut
+                # its finish): the first items are the same.
+                value = current + items if len(current) == length else current[:length] + items
+                if path not in touched:
+                    self.extended[path] = length
+            elif not replay:  # pragma: no cover - set() records an extension of the list
+                raise ValueError(f"{path!r} does not hold a list of {length} items")
+            else:
+                # Replayed over a value that a later update of the same input replaces
+                # (an extension replayed over anything but a list the input extended).
+                value = list(items)
+                self.extended.pop(path, None)
+        elif self.extended:
+            self.extended.pop(path, None)
+        if op == "set" or op == "ext":
             if self.objects and path in self.objects:
                 self._drop_subtree(path)
             if "." in path:
@@ -327,8 +380,15 @@ class StoreMemoryObject(MemoryObject):
     def set(self, path: str, value: Any) -> None:
         self._check()
         full = _join(self._prefix, path)
-        update: MemoryUpdate = ("set", self._store.scope, full, _copy_in(value, full))
-        self._store.apply(update)
+        store = self._store
+        update: MemoryUpdate | None = None
+        if type(value) is list:
+            current = store.values.get(full)
+            if type(current) is list and 0 < len(current) < len(value):
+                update = _extension(store.scope, full, current, value)
+        if update is None:
+            update = ("set", store.scope, full, _copy_in(value, full))
+        store.apply(update)
         self._record(update)
 
     def new_object(self, path: str, overwrite: bool = False) -> MemoryObject:

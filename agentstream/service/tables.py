@@ -4,8 +4,10 @@ Layout in each partition's store (``K`` is the record key, msgpack-encoded, behi
 length in 4 bytes; ``seq`` is 8 bytes big-endian)::
 
     b"k" + key (msgpack)            -> KeyRecord: seq, current and pending inputs, offset
-    b"i" + K                        -> memory index: [value paths, object paths]
-    b"m" + K + path                 -> one short-term memory value
+    b"i" + K                        -> memory index: [value paths, object paths, lists
+                                       kept in segments]
+    b"m" + K + path                 -> one short-term memory value (or a list's header)
+    b"l" + K + P + gen + start      -> a segment of a long list (service.segments)
     b"r" + K + seq + action\\0event -> ActionState of one action run, written once
 
 An input's cost follows what it changes: the key record is small; the memory paths an
@@ -53,6 +55,7 @@ from agentstream.runtime.records import (
     split_legacy,
 )
 from agentstream.serde import dumps, loads
+from agentstream.service import segments
 from agentstream.service._keypack import KeyRecordPacker
 from agentstream.state.changelog import ChangelogStore
 
@@ -97,6 +100,22 @@ def _unpack(raw: bytes, what: str) -> Any:
             f"version of agentstream reads version {RECORD_VERSION} (upgrade it)"
         )
     return loads(raw[1:])
+
+
+def _index(raw: bytes) -> tuple[list[str], list[str], list[str]]:
+    """A memory index: value paths, object paths, paths kept in segments (none before
+    segments existed)."""
+    parts = _unpack(raw, "memory index")
+    return parts[0], parts[1], parts[2] if len(parts) > 2 else []
+
+
+def _segment_packer(path: str) -> Any:
+    what = f"memory value {path!r}"
+    return lambda value: _pack(value, what)
+
+
+def _unpack_segment(raw: bytes) -> Any:
+    return _unpack(raw, "memory segment")
 
 
 Slot = tuple[int, Hashable]
@@ -160,12 +179,19 @@ class ChangelogKeyState:
             index = self._store.get(partition, _INDEX + kid)
             if index is None:
                 return None
-        paths, objects = _unpack(index, "memory index")
+        paths, objects, _ = _index(index)
         values = {}
         for path in paths:
             raw = self._store.get(partition, _MEMORY + kid + path.encode())
-            if raw is not None:  # listed, but a crash cut its write: replay writes it
+            if raw is None:  # listed, but a crash cut its write: replay writes it
+                continue
+            found = segments.layout(raw)
+            if found is None:
                 values[path] = _unpack(raw, f"memory value {path!r}")
+                continue
+            items = segments.load(self._store, partition, kid, path, found, _unpack_segment)
+            if items is not None:
+                values[path] = items
         return {"values": values, "objects": objects}
 
     def _write_memory(self, partition: int, kid: bytes, memory: MemoryStore) -> None:
@@ -178,32 +204,42 @@ class ChangelogKeyState:
         raw = store.get(partition, index_key)
         paths: set[str]
         objects: set[str]
+        segmented: set[str]
         if raw is None:
-            paths, objects = set(), set()
+            paths, objects, segmented = set(), set(), set()
         else:
-            listed, listed_objects = _unpack(raw, "memory index")
-            paths, objects = set(listed), set(listed_objects)
-        before = (len(paths), len(objects))
-        changed = False
-        values, now_objects = memory.values, memory.objects
+            paths, objects, segmented = (set(part) for part in _index(raw))
+        before = (paths.copy(), objects.copy(), segmented.copy())
+        values, now_objects, extended = memory.values, memory.objects, memory.extended
         for path in sorted(touched):
             value_key = _MEMORY + kid + path.encode()
+            stored = segments.layout(store.get(partition, value_key)) if path in segmented else None
             if path in values:
-                store.put(partition, value_key, _pack(values[path], f"memory value {path!r}"))
                 paths.add(path)
+                pack = _segment_packer(path)
+                length = extended.get(path)
+                if segments.write(
+                    store, partition, kid, path, value_key, values[path], length, stored, pack
+                ):
+                    segmented.add(path)
+                else:
+                    segmented.discard(path)
             else:
-                if path in paths:
-                    paths.discard(path)
-                    changed = True
+                paths.discard(path)
+                if path in segmented:
+                    segments.remove(store, partition, kid, path)
+                    segmented.discard(path)
                 store.delete(partition, value_key)
             if path in now_objects:
                 objects.add(path)
-            elif path in objects:
+            else:
                 objects.discard(path)
-                changed = True
-        if changed or before != (len(paths), len(objects)):
+        if before != (paths, objects, segmented):
             if paths or objects:
-                store.put(partition, index_key, _pack([sorted(paths), sorted(objects)], "index"))
+                index = [sorted(paths), sorted(objects)]
+                if segmented:
+                    index.append(sorted(segmented))
+                store.put(partition, index_key, _pack(index, "index"))
             else:
                 store.delete(partition, index_key)
 
@@ -247,6 +283,7 @@ class ChangelogKeyState:
             if (v := self._store.get(partition, k)) is not None
         ]
         entries += self._store.scan(partition, _MEMORY + kid)
+        entries += self._store.scan(partition, segments.SEGMENT + kid)
         if record is not None and record.current is not None:
             entries += self._store.scan(partition, _input_key(key, record.seq))
         return entries

@@ -140,7 +140,7 @@ class LocalRunner:
         self.action_state_store: ActionStateStore = (
             action_state_store if action_state_store is not None else InMemoryActionStateStore()
         )
-        self.key_state: KeyStateBackend = key_state or InMemoryKeyState()
+        self.key_state: KeyStateBackend = key_state if key_state is not None else InMemoryKeyState()
         self.event_logger = event_logger
         self.metrics = metrics or RuntimeMetrics()
         self.errors: list[ActionExecutionError] = []

@@ -67,6 +67,13 @@ def _assert_outputs(records: list, inputs: list[tuple[str, str]]) -> None:
         assert sorted(set(counts)) == list(range(1, len(set(counts)) + 1)), (
             f"short-term memory of {key} lost or applied twice: {counts}"
         )
+        values = [v for k, v in inputs if k == key]
+        for k, v, _ in outputs:
+            if k == key:
+                assert v["seen"] == values[: v["count"]], (
+                    f"the history of {key} lost or doubled an entry: {v['seen']} at count "
+                    f"{v['count']}"
+                )
 
 
 async def test_sigkill_repeatedly_loses_nothing_and_never_reruns_completed_work(

@@ -17,6 +17,7 @@ import pytest
 from agentstream.runtime.action_state import ActionState, CallRecord
 from agentstream.runtime.memory import MemoryStore
 from agentstream.runtime.records import InputRecord, KeyRecord, encode_record
+from agentstream.service import segments
 from agentstream.service.tables import ChangelogActionStateStore, ChangelogKeyState
 from agentstream.state import ChangelogStore
 from tests.brokers import Broker
@@ -94,6 +95,86 @@ async def test_an_input_writes_the_memory_it_changed_and_nothing_else(tables: Ta
     await tables.reopen()
     memory = tables.key_state.memory(SLOT)
     assert memory is not None and memory["values"] == {"history": big, "n": 2}
+
+
+def _extend(tables: Tables, seq: int, path: str, items: list[Any]) -> None:
+    """An input that appends ``items`` to the list at ``path`` (as ``set`` records it)."""
+    memory = MemoryStore("short", tables.key_state.memory(SLOT))
+    memory.apply(("ext", "short", path, [len(memory.values[path]), items]))
+    tables.key_state.put(SLOT, KeyRecord(seq=seq), memory)
+
+
+def _segment_keys(tables: Tables) -> list[bytes]:
+    return [key for key, _ in tables.store.scan(0, segments.SEGMENT)]
+
+
+async def test_appending_to_a_long_list_writes_what_was_appended(
+    tables: Tables, tmp_path: Path
+) -> None:
+    """Scenario: a key's history of 20 KB grows by a 1 KB message per input for 100
+    inputs, then is replaced by a plain value.
+    We expect: an append writes its message and a small header, not the history; every
+    MAX_SEGMENTS appends the history is rewritten once, so a load reads a bounded number
+    of segments, and the replaced ones are deleted; the history reads back whole after a
+    restart and from the changelog alone, and moves with its key; replacing it with a
+    plain value deletes its segments."""
+    message = "m" * 1000
+    history = [message] * 20
+    _finish(tables, 1, ("history", history))
+    per_input = []
+    rewritten = 0
+    for seq in range(2, 102):
+        tables.writes.clear()
+        entry = f"{seq:04}{message}"
+        _extend(tables, seq, "history", [entry])
+        history = [*history, entry]
+        per_input.append(tables.written())
+        rewritten += tables.written() > 10_000
+    appends = sorted(per_input)[: len(per_input) - rewritten]
+    assert max(appends) < 1_200, f"an append wrote {max(appends)} bytes"
+    assert rewritten <= 1 + 100 // segments.MAX_SEGMENTS, f"rewritten {rewritten} times"
+    whole = sum(len(history[:n]) for n in range(21, 121)) * 1000  # rewriting it every time
+    assert sum(per_input) < whole / 10
+    assert 1 <= len(_segment_keys(tables)) <= segments.MAX_SEGMENTS
+    assert tables.key_state.memory(SLOT) == {"values": {"history": history}, "objects": []}
+    exported = [key for key, _ in tables.key_state.export(SLOT)]
+    assert sorted(_segment_keys(tables)) == sorted(
+        key for key in exported if key[:1] == segments.SEGMENT
+    )
+
+    await tables.reopen()
+    assert tables.key_state.memory(SLOT) == {"values": {"history": history}, "objects": []}
+    restored = Tables(tables.bootstrap, tables.topic, tmp_path / "from-changelog")
+    await restored.open()
+    try:
+        assert restored.key_state.memory(SLOT) == {"values": {"history": history}, "objects": []}
+    finally:
+        await restored.store.stop()
+
+    _finish(tables, 102, ("history", "cleared"))
+    assert _segment_keys(tables) == []
+    assert tables.key_state.memory(SLOT) == {"values": {"history": "cleared"}, "objects": []}
+
+
+async def test_a_header_is_the_switch_between_generations(tables: Tables) -> None:
+    """Scenario: a crash cut the rewrite of a long list after its new segment was
+    written but before its header, and also left a segment of an append whose header
+    never came.
+    We expect: the list reads as the header says (the old generation, without the
+    orphan append), and the next rewrite deletes what no header lists."""
+    history = ["x" * 1000] * 20
+    _finish(tables, 1, ("history", history))
+    _extend(tables, 2, "history", ["y"])
+    kid = b"\0\0\0\x07\xa6user-1"
+    prefix = segments.SEGMENT + kid + b"\0\0\0\x07history"
+    store = tables.store
+    store.put(0, prefix + (2).to_bytes(4, "big") + (0).to_bytes(4, "big"), b"\x03junk")
+    store.put(0, prefix + (1).to_bytes(4, "big") + (22).to_bytes(4, "big"), b"\x03junk")
+    expected = {"values": {"history": [*history, "y"]}, "objects": []}
+    assert tables.key_state.memory(SLOT) == expected
+    _finish(tables, 3, ("history", ["z"] * 10_000))
+    assert len(_segment_keys(tables)) == 1
+    assert tables.key_state.memory(SLOT) == {"values": {"history": ["z"] * 10_000}, "objects": []}
 
 
 async def test_each_action_run_is_written_once(tables: Tables) -> None:
