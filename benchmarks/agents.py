@@ -22,6 +22,8 @@ Workloads (the input is a ~200-byte JSON object):
   input touches (written by the key's first input: 1 KB strings in a list);
 - ``chat``: one action appending a 1 KB message to a history list in short-term memory
   (what a conversational agent keeps), outputting the history's length;
+- ``chat-dicts``: ``chat`` with messages as a model API has them,
+  ``{"role": "user", "content": <1 KB>}``;
 - ``steps``: one action run 50 times in a chain (each run sends the event that triggers
   the next and notes its step in memory), then the output.
 """
@@ -128,6 +130,16 @@ class Chat(Agent):
         ctx.send_event(_output({**event.input, "history": len(history)}))
 
 
+class ChatDicts(Agent):
+    @action(InputEvent)
+    async def reply(event: InputEvent, ctx: RunnerContext) -> None:
+        memory = ctx.short_term_memory
+        history = memory.get("history") or []
+        history.append({"role": "user", "content": MESSAGE})
+        memory.set("history", history)
+        ctx.send_event(_output({**event.input, "history": len(history)}))
+
+
 STEPS = 50
 
 
@@ -157,6 +169,7 @@ WORKLOADS: dict[str, type[Agent]] = {
     "count": Count,
     "memory": Memory,
     "chat": Chat,
+    "chat-dicts": ChatDicts,
     "steps": Steps,
 }
 

@@ -566,6 +566,7 @@ async def suite(
                 await measure(f"memory-{size // 1000}k", state.memory(size, n))
         if "chat" in names:
             await measure("chat", state.chat())
+            await measure("chat-dicts", state.chat("chat-dicts"))
         if "steps" in names:
             await measure("steps", state.steps())
     if "rss" in names:

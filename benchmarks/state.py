@@ -8,7 +8,7 @@ the key's memory grows, and what an input's action state writes.
   rate at 100 KB against the rate with none.
 - ``chat``: 50 keys, 200 inputs each, every input appending 1 KB to the key's history
   (200 KB at the end); the figure is inputs/s in the last fifth of the outputs against
-  the first fifth.
+  the first fifth. ``chat-dicts``: the same with each message a dict (role, content).
 - ``steps``: one input running 50 chained actions; the figure is the bytes the changelog
   holds afterwards (records, then the tombstones of pruning) against 50 x one action's
   record.
@@ -57,13 +57,14 @@ def _fifths(times: list[float], first_poll: int) -> list[float]:
     return rates
 
 
-async def chat() -> dict[str, Any]:
-    """The ``chat`` agent: rate of the first and last fifth of the outputs."""
+async def chat(workload: str = "chat") -> dict[str, Any]:
+    """The ``chat`` agent (or ``chat-dicts``): rate of the first and last fifth of the
+    outputs."""
     from benchmarks.kafka import Outputs, fresh_broker, start_loaded
 
     records = CHAT_KEYS * CHAT_PER_KEY
     async with fresh_broker() as (bootstrap, workdir), Outputs(bootstrap) as out:
-        pipeline = await start_loaded("chat", bootstrap, workdir, out, records, CHAT_KEYS)
+        pipeline = await start_loaded(workload, bootstrap, workdir, out, records, CHAT_KEYS)
         try:
             first: dict[str, float] = {}
             await out.wait_for(

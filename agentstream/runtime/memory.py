@@ -118,18 +118,39 @@ def _extension(scope: str, path: str, current: list[Any], value: list[Any]) -> M
     ``value`` begins with exactly ``current``'s items.
 
     The items an action read are the very objects memory holds (strings, numbers) or
-    equal copies of them (lists, dicts); an equal item of another type (1.0 for 1) packs
-    differently, and makes it a plain set. Only the appended items are copied in.
+    equal copies of them (lists, dicts); an equal item of another type (1.0 for 1) makes
+    it a plain set, as memory keeps what it is given. Only the appended items are copied
+    in.
     """
     length = len(current)
     head = value[:length]
     if head != current:
         return None
-    if not all(map(is_, head, current)):
-        what = f"memory value at {path!r}"
-        if dumps(head, what=what) != dumps(current, what=what):
-            return None
+    if not all(map(is_, head, current)) and not all(map(_same, head, current)):
+        return None
     return ("ext", scope, path, [length, _copy_in(value[length:], f"{path}[{length}:]")])
+
+
+def _same(value: Any, stored: Any) -> bool:
+    """Whether ``value``, equal to ``stored``, is also of the same types all the way down
+    (1.0 equals 1, a subclass equals its base); a dict in another order counts as not."""
+    if value is stored:
+        return True
+    kind = type(value)
+    if kind is not type(stored):
+        return False
+    if kind is dict:
+        for (key, item), (key_stored, item_stored) in zip(
+            value.items(), stored.items(), strict=True
+        ):
+            if type(key) is not type(key_stored) or key != key_stored:
+                return False
+            if not _same(item, item_stored):
+                return False
+        return True
+    if kind is list:
+        return all(map(_same, value, stored))
+    return True  # equal, of the same type
 
 
 Snapshot = tuple[dict[str, Any], set[str]]

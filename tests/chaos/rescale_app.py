@@ -5,7 +5,9 @@ Each input is ``{"seq": n}``, the n-th input of its key. The one action adds 1 t
 key's counter in short-term memory and emits ``{"value": n, "count": counter}``: as long
 as every key keeps its memory and its order through a migration, ``count == value`` for
 every output (a reset, a gap, an input processed twice into memory or out of order all
-break it).
+break it). The key also keeps a history of 1 KB notes, one per input (long enough to be
+stored in segments, which must move with the key), and the output carries the seq of the
+history's last note and its length: both are ``value`` too.
 """
 
 from __future__ import annotations
@@ -14,13 +16,23 @@ import os
 
 from agentstream import Agent, AgentApp, InputEvent, OutputEvent, RunnerContext, action
 
+NOTE = "n" * 1000
+
 
 class Counter(Agent):
     @action(InputEvent)
     def count(event: InputEvent, ctx: RunnerContext) -> None:
-        count = (ctx.short_term_memory.get("count") or 0) + 1
-        ctx.short_term_memory.set("count", count)
-        ctx.send_event(OutputEvent(output={"value": event.input["seq"], "count": count}))
+        memory = ctx.short_term_memory
+        count = (memory.get("count") or 0) + 1
+        memory.set("count", count)
+        seq = event.input["seq"]
+        history = memory.get("history") or []
+        history.append(f"{seq}:{NOTE}")
+        memory.set("history", history)
+        last = int(history[-1].split(":")[0])
+        ctx.send_event(
+            OutputEvent(output={"value": seq, "count": count, "history": [last, len(history)]})
+        )
 
 
 app = AgentApp(

@@ -246,19 +246,26 @@ def where(key: str) -> str:
 
 def check_outputs(records: list[Any], sent: dict[str, int], *, duplicates: bool) -> None:
     """Each key's counter continues exactly (every output's count is its input's seq: no
-    reset, no gap, processed in order), every input has an output, each output partition
-    shows a key's outputs in input order; repeated outputs only where ``duplicates``."""
+    reset, no gap, processed in order), and so does its history; every input has an
+    output, each output partition shows a key's outputs in input order; repeated outputs
+    only where ``duplicates``."""
     problems: list[str] = []
     by_key: dict[str, list[tuple[int, int, int]]] = {}
     ids: dict[tuple[str, int], set[str]] = {}
+    histories: dict[str, list[list[int]]] = {}  # [the last note's seq, the length]
     for record, (key, value, headers) in zip(records, decoded(records), strict=True):
         by_key.setdefault(key, []).append((record.partition, value["value"], value["count"]))
+        histories.setdefault(key, []).append(value["history"])
         ids.setdefault((key, value["value"]), set()).add(headers.get("agentstream-event-id", ""))
     for key, last in sent.items():
         outputs = by_key.get(key, [])
         broken = [(seq, count) for _, seq, count in outputs if seq != count]
         if broken:
             problems.append(f"{where(key)}: counter broke, (seq, count) {broken[:5]}")
+        notes = zip(histories.get(key, []), outputs, strict=True)
+        torn = [h for h, (_, seq, _) in notes if h != [seq, seq]]
+        if torn:
+            problems.append(f"{where(key)}: history broke, [last, length] {torn[:5]}")
         seqs = [seq for _, seq, _ in outputs]
         lost = sorted(set(range(1, last + 1)) - set(seqs))
         if lost:

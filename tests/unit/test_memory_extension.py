@@ -67,6 +67,15 @@ def test_a_list_changed_before_its_end_is_set_whole(change: Any, why: str) -> No
     assert store.extended == {}
 
 
+def test_an_equal_item_of_another_type_inside_a_dict_is_set_whole() -> None:
+    store = MemoryStore("short", {"values": {"h": [{"n": 1, "tags": ["a"]}]}, "objects": []})
+    memory, updates = _view(store)
+    memory.set("h", [{"n": True, "tags": ["a"]}, {}])  # True == 1
+    assert updates[-1][0] == "set" and memory.get("h")[0]["n"] is True
+    memory.set("h", [{"n": True, "tags": ["a"]}, {}, {"n": 2}])  # now the same: appended
+    assert updates[-1] == ("ext", "short", "h", [2, [{"n": 2}]])
+
+
 def test_an_extension_then_a_set_is_no_longer_an_extension() -> None:
     store = MemoryStore("short", {"values": {"h": [1]}, "objects": []})
     memory, _ = _view(store)
