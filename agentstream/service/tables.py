@@ -40,7 +40,7 @@ on its first read; the rest is garbage collected when the partition is assigned.
 from __future__ import annotations
 
 import struct
-from collections.abc import Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from typing import Any, Final
 
 from agentstream.errors import SerializationError
@@ -109,7 +109,8 @@ def _index(raw: bytes) -> tuple[list[str], list[str], list[str]]:
     return parts[0], parts[1], parts[2] if len(parts) > 2 else []
 
 
-def _segment_packer(path: str) -> Any:
+def _segment_packer(path: str) -> Callable[[Any], bytes]:
+    """Packs the value at ``path``, or a run of its items (named after it if it fails)."""
     what = f"memory value {path!r}"
     return lambda value: _pack(value, what)
 
