@@ -25,6 +25,7 @@ COMPILED = [
     "agentstream/runtime/keyrun.py",
     "agentstream/runtime/limit.py",
     "agentstream/runtime/memory.py",
+    "agentstream/runtime/memory_values.py",
     "agentstream/runtime/operator.py",
     "agentstream/runtime/eventtime.py",
     "agentstream/runtime/records.py",

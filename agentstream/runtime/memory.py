@@ -6,7 +6,8 @@ it; values are copied through the serializer on write, which both checks them an
 later mutation of the caller's object out of memory. A value that would not come back
 exactly (a tuple, a datetime, a model) is refused at ``set``. ``get`` returns a copy of a
 list or dict: changing it in place changes nothing until it is ``set`` back (so what an
-action changed is always recorded, and replays the same).
+action changed is always recorded, and replays the same); how values are copied, checked
+and extended is in :mod:`agentstream.runtime.memory_values`.
 
 A store also notes which paths it changed since it was loaded (``touched``), so that a
 backend that keeps memory per path writes only those (DESIGN.md, "State layout and cost").
@@ -21,146 +22,18 @@ such paths (``extended``) with the length they had when it was loaded.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from operator import is_
 from typing import Any
 
 from agentstream.api.context import MemoryObject
-from agentstream.errors import SerializationError
-from agentstream.serde import dumps, loads
+from agentstream.runtime.memory_values import MemoryUpdate, copy_in, copy_out, extension
 
 __all__ = ["MemoryStore", "MemoryUpdate", "StoreMemoryObject", "apply_updates", "memory_tree"]
-
-# ("set", scope, path, value), ("obj", scope, path, None) or ("ext", scope, path,
-# [length, items]): the list at path, its first ``length`` items kept, with ``items`` after
-# them. scope is "short" or "sensory".
-MemoryUpdate = tuple[str, str, str, Any]
 
 
 def _join(prefix: str, path: str) -> str:
     if not path or ("." in path and any(not part for part in path.split("."))):
         raise ValueError(f"invalid memory path {path!r}: use dotted names like 'a.b.c'")
     return f"{prefix}.{path}" if prefix else path
-
-
-_IMMUTABLE = frozenset({str, float, bool, type(None)})
-
-
-def _copy_in(value: Any, where: str) -> Any:
-    """``value`` as memory keeps it: copied through the serializer (which checks it).
-
-    Immutable scalars are kept as they are (the round trip would return an equal value).
-    A value that would not come back exactly as it went in (a tuple as a list, a datetime
-    or a pydantic model as a string or a mapping, a set, a subclass of a plain type) is
-    refused, naming the path and the type: what an action reads on replay or after a
-    restart is what it wrote.
-    """
-    kind = type(value)
-    if kind in _IMMUTABLE or (kind is int and -(2**63) <= value < 2**64):
-        return value
-    if isinstance(value, MemoryObject):
-        raise SerializationError("memory values cannot be MemoryObjects; use new_object")
-    packed = dumps(value, what=f"memory value at {where!r}")
-    try:
-        copied = loads(packed)
-    except (TypeError, ValueError) as exc:  # a dict key that cannot come back (a tuple)
-        raise SerializationError(
-            f"memory cannot keep the value at '{where}': {exc} (dict keys must be str or "
-            "int; a tuple key does not come back)"
-        ) from exc
-    problem = _inexact(value, copied, where)
-    if problem is not None:
-        raise SerializationError(
-            f"memory cannot keep the value at {problem} exactly (it would come back "
-            "otherwise after a restart); store JSON-like values (dict with str or int keys, "
-            "list, str, int, float, bool, None, bytes) and convert yours, e.g. "
-            "model.model_dump(), moment.isoformat(), list(a_tuple)"
-        )
-    return copied
-
-
-def _inexact(value: Any, back: Any, where: str) -> str | None:
-    """Where and how ``back`` (the round trip of ``value``) differs from it; None if not."""
-    kind = type(value)
-    if kind is not type(back):
-        return f"'{where}' (a {kind.__module__}.{kind.__qualname__})".replace("builtins.", "")
-    if kind is dict:
-        for (key, item), (key_back, item_back) in zip(value.items(), back.items(), strict=True):
-            if type(key) is not type(key_back) or key != key_back:
-                return f"'{where}' (a key of type {type(key).__name__}: {key!r})"
-            problem = _inexact(item, item_back, f"{where}[{key!r}]")
-            if problem is not None:
-                return problem
-        return None
-    if kind is list:
-        for index, (item, item_back) in enumerate(zip(value, back, strict=True)):
-            problem = _inexact(item, item_back, f"{where}[{index}]")
-            if problem is not None:
-                return problem
-        return None
-    if kind is float and value != value:  # NaN comes back as NaN
-        return None if back != back else f"'{where}' (a float)"
-    return None if value == back else f"'{where}' (a {kind.__name__})"
-
-
-def _copy_out(value: Any) -> Any:
-    """A copy of a stored list or dict: changing what ``get`` returned does not change
-    memory (only ``set`` does, which is recorded and replayed)."""
-    kind = type(value)
-    if kind is dict:
-        copied = dict(value)  # then only the containers in it are copied
-        for key, item in value.items():
-            inner = type(item)
-            if inner is dict or inner is list:
-                copied[key] = _copy_out(item)
-        return copied
-    if kind is list:
-        items = list(value)
-        for index, item in enumerate(value):
-            inner = type(item)
-            if inner is dict or inner is list:
-                items[index] = _copy_out(item)
-        return items
-    return value
-
-
-def _extension(scope: str, path: str, current: list[Any], value: list[Any]) -> MemoryUpdate | None:
-    """``value`` as an extension of ``current`` (memory's list at ``path``): None unless
-    ``value`` begins with exactly ``current``'s items.
-
-    The items an action read are the very objects memory holds (strings, numbers) or
-    equal copies of them (lists, dicts); an equal item of another type (1.0 for 1) makes
-    it a plain set, as memory keeps what it is given. Only the appended items are copied
-    in.
-    """
-    length = len(current)
-    head = value[:length]
-    if head != current:
-        return None
-    if not all(map(is_, head, current)) and not all(map(_same, head, current)):
-        return None
-    return ("ext", scope, path, [length, _copy_in(value[length:], f"{path}[{length}:]")])
-
-
-def _same(value: Any, stored: Any) -> bool:
-    """Whether ``value``, equal to ``stored``, is also of the same types all the way down
-    (1.0 equals 1, a subclass equals its base)."""
-    if value is stored:
-        return True
-    kind = type(value)
-    if kind is not type(stored):
-        return False
-    if kind is dict:
-        for key, item in value.items():
-            # Memory's keys are str or int: an equal key of another type (1.0, True) is not.
-            if type(key) is not str and type(key) is not int:
-                return False
-            other = stored[key]
-            if item is not other and not _same(item, other):
-                return False
-        return True
-    if kind is list:
-        return all(map(_same, value, stored))
-    return True  # equal, of the same type
 
 
 Snapshot = tuple[dict[str, Any], set[str]]
@@ -363,7 +236,7 @@ def memory_tree(store: MemoryStore | dict[str, Any] | None) -> dict[str, Any]:
         node(path)
     for path, value in values.items():
         parent, _, name = path.rpartition(".")
-        (node(parent) if parent else tree)[name] = _copy_out(value)
+        (node(parent) if parent else tree)[name] = copy_out(value)
     return tree
 
 
@@ -406,7 +279,7 @@ class StoreMemoryObject(MemoryObject):
             store.check_parents(full)  # under a plain value: an error, as for set
             return None
         kind = type(value)
-        return _copy_out(value) if kind is dict or kind is list else value
+        return copy_out(value) if kind is dict or kind is list else value
 
     def set(self, path: str, value: Any) -> None:
         self._check()
@@ -416,9 +289,9 @@ class StoreMemoryObject(MemoryObject):
         if type(value) is list:
             current = store.values.get(full)
             if type(current) is list and 0 < len(current) < len(value):
-                update = _extension(store.scope, full, current, value)
+                update = extension(store.scope, full, current, value)
         if update is None:
-            update = ("set", store.scope, full, _copy_in(value, full))
+            update = ("set", store.scope, full, copy_in(value, full))
         store.apply(update)
         self._record(update)
 
