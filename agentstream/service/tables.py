@@ -210,32 +210,43 @@ class ChangelogKeyState:
             paths, objects, segmented = set(), set(), set()
         else:
             paths, objects, segmented = (set(part) for part in _index(raw))
-        before = (paths.copy(), objects.copy(), segmented.copy())
+        changed = False  # the index: whether a path joins or leaves one of its lists
         values, now_objects, extended = memory.values, memory.objects, memory.extended
         for path in sorted(touched):
             value_key = _MEMORY + kid + path.encode()
             stored = segments.layout(store.get(partition, value_key)) if path in segmented else None
             if path in values:
-                paths.add(path)
+                if path not in paths:
+                    paths.add(path)
+                    changed = True
                 pack = _segment_packer(path)
                 length = extended.get(path)
-                if segments.write(
+                kept = segments.write(
                     store, partition, kid, path, value_key, values[path], length, stored, pack
-                ):
+                )
+                if kept and path not in segmented:
                     segmented.add(path)
-                else:
+                    changed = True
+                elif not kept and path in segmented:
                     segmented.discard(path)
+                    changed = True
             else:
-                paths.discard(path)
+                if path in paths:
+                    paths.discard(path)
+                    changed = True
                 if path in segmented:
                     segments.remove(store, partition, kid, path)
                     segmented.discard(path)
+                    changed = True
                 store.delete(partition, value_key)
             if path in now_objects:
-                objects.add(path)
-            else:
+                if path not in objects:
+                    objects.add(path)
+                    changed = True
+            elif path in objects:
                 objects.discard(path)
-        if before != (paths, objects, segmented):
+                changed = True
+        if changed:
             if paths or objects:
                 index = [sorted(paths), sorted(objects)]
                 if segmented:
